@@ -1,0 +1,42 @@
+"""`medlvm models`: the model registry (Resources/models.json) as a table; `--download ID` fetches a hub model."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list the registered models and where they are (--download ID fetches a public model, with consent)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--download", metavar="ID", help="download this hub model into the cache folder "
+                        "(several GB for lvm-7b; passing the flag is your consent)")
+
+
+def table() -> str:
+    from MedLVMLib import checkpoints
+
+    registry = checkpoints.load_registry()
+    head = "| id | tasks | device | memory | size | status | description |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for entry in registry.models.values():
+        folder = checkpoints.model_location(entry, registry)
+        if checkpoints.is_available(folder):
+            status = f"available: {folder}"
+        else:
+            status = f"missing: {folder}" if entry.bundled else f"not downloaded ({entry.source.get('hub')})"
+        size = f"{entry.size_bytes / 1e9:.2f} GB" if entry.size_bytes else "-"
+        name = entry.id + (" (default)" if entry.id == registry.default else "")
+        lines.append(f"| {name} | {', '.join(entry.tasks)} | {entry.recommended_device} | {entry.memory_gb:g} GB | "
+                     f"{size} | {status} | {entry.description} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, progress=None) -> int:
+    if args.download:
+        from MedLVMLib import checkpoints
+
+        folder = checkpoints.download_model(args.download, consent=True)
+        print(f"downloaded {args.download} to {folder}")
+        return 0
+    print(table())
+    return 0

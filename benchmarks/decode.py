@@ -1,0 +1,220 @@
+"""Batched decode speed: MedLVM's generate vs HF `LlamaForCausalLM.generate` on the same weights.
+
+For each batch size it times, on random weights of a transformer preset:
+  - ours:       MedLVMLib.generate.generate_images (static KV cache, greedy)
+  - HF default: generate(do_sample=False) with its default DynamicCache
+  - HF static:  generate(..., cache_implementation="static")
+Decode tokens/s = B * (N - 1) / (time from the end of the prefill to the end), marked the same way for all
+three (see DecodeClock). It also measures the memory bandwidth (tensor copy) and prints the bandwidth bound:
+B tokens per (weights + average KV cache bytes) / bandwidth. Prints a Markdown table; the cpu/wall column
+(CPU time / wall time while decoding) well below the thread count means other processes competed for the CPU.
+
+    python benchmarks/decode.py                                   # lvm-100m, prompt 1280, 256 new, B = 1 and 32
+    python benchmarks/decode.py --batch 1 4 --new-tokens 32 --prompt 256 --threads 1   # quick
+    python benchmarks/decode.py --device cuda --dtype bf16        # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+try:
+    from MedLVMLib.config import TransformerConfig
+except ImportError:  # run from a checkout without installing
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from MedLVMLib.config import TransformerConfig
+from MedLVMLib.generate import generate_images
+from MedLVMLib.models.transformer import Transformer
+from MedLVMLib.progress import Progress
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> float:
+    """Best wall time of `repeats` runs."""
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure_bandwidth(device: torch.device, megabytes: int = 512) -> float:
+    """Copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    n = megabytes * 2**20 // 4
+    src = torch.ones(n, device=device)
+    dst = torch.empty_like(src)
+    seconds = timed(lambda: dst.copy_(src), device, repeats=5)
+    return 2 * n * 4 / seconds / 1e9
+
+
+def build_models(config: TransformerConfig, device: torch.device, dtype: torch.dtype, with_hf: bool):
+    torch.manual_seed(0)
+    ours = Transformer(config)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.ndim == 2:
+                p.normal_(0.0, 0.02)
+    ours = ours.to(device=device, dtype=dtype).eval()
+    if not with_hf:
+        return ours, None
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    hf_config = transformers.LlamaConfig(
+        vocab_size=config.vocab_size, hidden_size=config.dim, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.n_layer, num_attention_heads=config.n_head, num_key_value_heads=config.n_head,
+        max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_base})
+    hf = transformers.LlamaForCausalLM(hf_config)
+    hf.load_state_dict(ours.state_dict(), strict=False)  # the same weights (HF key names)
+    return ours, hf.to(device=device, dtype=dtype).eval()
+
+
+class DecodeClock:
+    """Marks when decoding starts: our first progress stage, or HF's first logits-processor call.
+
+    Both come right after the prefill forward and before the first token is sampled, so decode time =
+    end - start covers N - 1 decode forwards and N samples in both implementations.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device, self.start = device, None
+
+    def mark(self) -> None:
+        if self.start is None:
+            _sync(self.device)
+            self.start = (time.perf_counter(), time.process_time())
+
+
+class _OurClock(Progress):
+    def __init__(self, clock: DecodeClock):
+        self.clock = clock
+
+    def stage(self, name, total=None) -> None:
+        self.clock.mark()
+
+
+def run_ours(model, prompt: torch.Tensor, n: int, clock: DecodeClock):
+    return generate_images(model, prompt, 1, n, greedy=True, progress=_OurClock(clock))
+
+
+def run_hf(hf, prompt: torch.Tensor, n: int, clock: DecodeClock, codebook_size: int, static: bool):
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class _HFClock(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            clock.mark()
+            return scores
+
+    extra = {"cache_implementation": "static"} if static else {}
+    with torch.inference_mode():  # LVM's settings: specials suppressed, no EOS
+        return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, eos_token_id=None, pad_token_id=codebook_size,
+                           suppress_tokens=list(range(codebook_size, hf.config.vocab_size)),
+                           logits_processor=LogitsProcessorList([_HFClock()]), **extra)
+
+
+def decode_rate(run: Callable[[int, DecodeClock], object], batch: int, new_tokens: int, device, repeats: int):
+    """Best of `repeats`: (decode tokens/s, prefill seconds, cpu/wall ratio during decode)."""
+    run(2, DecodeClock(device))  # warm-up (allocations, first-call overheads)
+    best = (0.0, 0.0, 0.0)
+    for _ in range(repeats):
+        clock = DecodeClock(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        run(new_tokens, clock)
+        _sync(device)
+        wall, cpu = time.perf_counter() - clock.start[0], time.process_time() - clock.start[1]
+        rate = batch * (new_tokens - 1) / max(wall, 1e-9)
+        if rate > best[0]:
+            best = (rate, clock.start[0] - t0, cpu / max(wall, 1e-9))
+    return best
+
+
+def bound_tokens_per_s(config: TransformerConfig, batch: int, context: float, elem: int, bandwidth: float) -> float:
+    """Bandwidth bound: every decode step reads all weights but the embedding table, plus the KV cache."""
+    weights = (config.n_layer * (4 * config.dim**2 + 3 * config.dim * config.intermediate_size)
+               + config.vocab_size * config.dim) * elem
+    kv = 2 * config.n_layer * batch * context * config.dim * elem
+    return batch / ((weights + kv) / (bandwidth * 1e9))
+
+
+def bench_batch(args, config, ours, hf, batch: int, device, bandwidth: float) -> dict:
+    gen = torch.Generator().manual_seed(batch)
+    prompt = torch.randint(0, config.codebook_size, (batch, args.prompt), generator=gen).to(device)
+    row = {"B": batch}
+    row["ours"], row["prefill"], row["cpu"] = decode_rate(lambda n, c: run_ours(ours, prompt, n, c), batch,
+                                                          args.new_tokens, device, args.repeats)
+    ours.clear_caches()
+    if hf is not None:
+        for key, static in (("hf_default", False), ("hf_static", True)):
+            row[key], row[key + "_prefill"], _ = decode_rate(
+                lambda n, c, s=static: run_hf(hf, prompt, n, c, config.codebook_size, s), batch, args.new_tokens,
+                device, args.repeats)
+    elem = torch.tensor([], dtype=DTYPES[args.dtype]).element_size()
+    row["bound"] = bound_tokens_per_s(config, batch, args.prompt + args.new_tokens / 2, elem, bandwidth)
+    return row
+
+
+def table(rows: list, args, config: TransformerConfig, bandwidth: float, device) -> str:
+    def ratio(a: Optional[float], b: Optional[float]) -> str:
+        return f"{a / b:.2f}x" if a and b else "-"
+
+    lines = [f"Decode benchmark: preset {args.config} ({config.dim}d, {config.n_layer} layers, vocab "
+             f"{config.vocab_size}), prompt {args.prompt}, {args.new_tokens} new tokens, {args.dtype}, {device}, "
+             f"{torch.get_num_threads()} threads, torch {torch.__version__}; copy bandwidth {bandwidth:.1f} GB/s",
+             "",
+             "| B | ours tok/s | HF default tok/s | HF static tok/s | ours / HF default | ours / HF static "
+             "| bound tok/s | ours % of bound | prefill s: ours / HF | cpu/wall |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        hd, hs = r.get("hf_default"), r.get("hf_static")
+        lines.append(f"| {r['B']} | {r['ours']:.1f} | {hd or 0:.1f} | {hs or 0:.1f} | {ratio(r['ours'], hd)} | "
+                     f"{ratio(r['ours'], hs)} | {r['bound']:.1f} | {100 * r['ours'] / r['bound']:.0f} % | "
+                     f"{r['prefill']:.2f} / {r.get('hf_default_prefill', 0):.2f} | {r['cpu']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="lvm-100m", help="transformer preset (default lvm-100m, 117M params)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
+    parser.add_argument("--prompt", type=int, default=1280, help="prompt tokens (default 1280 = 5 images)")
+    parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated (default 256 = 1 image)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=1, help="best of N timings (default 1)")
+    parser.add_argument("--skip-hf", action="store_true", help="time only MedLVM's decode")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    config = TransformerConfig.from_name(args.config)
+    if args.prompt + args.new_tokens > config.block_size:
+        parser.error(f"prompt + new tokens exceed block_size {config.block_size}")
+    ours, hf = build_models(config, device, DTYPES[args.dtype], not args.skip_hf)
+    bandwidth = measure_bandwidth(device)
+    rows = [bench_batch(args, config, ours, hf, b, device, bandwidth) for b in args.batch]
+    print(table(rows, args, config, bandwidth, device))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
