@@ -1,0 +1,220 @@
+"""`medlvm predict motion`: predict the next phases of a 4D CT (MedLVM or a baseline).
+
+Outputs (all written atomically; an existing one is refused without --overwrite):
+    OUT                    the predicted phases: a .seq.nrrd file, or a folder with one volume per phase
+                           (phase_050.nrrd, ... named by phase so they sort after the input's phases)
+    <OUT>_mean, <OUT>_std  with --samples N > 1: voxel-wise mean and standard deviation of the N samples
+                           (same form as OUT, e.g. pred_mean.seq.nrrd)
+    <OUT>_clinical/        with --labels: centroid trajectory (CSV + PNG), amplitude per axis, ITV, MIP
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "predict the next breathing phases of a 4D CT (MedLVM or a baseline)"
+METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="4D CT: .seq.nrrd, folder of per-phase volumes, DICOM folder")
+    parser.add_argument("--out", type=Path, required=True, help="output .seq.nrrd or folder")
+    parser.add_argument("--observed", type=int, default=5, help="phases given to the method (default 5)")
+    parser.add_argument(
+        "--future",
+        type=int,
+        default=None,
+        help="phases to predict (default: the rest of the input, or up to 10 phases in all)",
+    )
+    parser.add_argument("--method", choices=METHODS, default="medlvm", help="MedLVM or a baseline")
+    parser.add_argument("--model", default=None, help="model id (see `medlvm models`) or folder (default: bundled)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument(
+        "--axis",
+        default=None,
+        choices=("coronal", "sagittal", "axial", "multi"),
+        help="slicing of the visual sentences (default: the evaluated best)",
+    )
+    parser.add_argument(
+        "--render",
+        default=None,
+        choices=("direct", "warp"),
+        help="direct: decoded frames; warp: native last phase warped by the predicted motion",
+    )
+    parser.add_argument("--samples", type=int, default=1, help="samples to draw; >1 also writes mean and std")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--greedy", action="store_true", help="most likely token instead of sampling")
+    parser.add_argument("--batch-size", type=int, default=None, help="slices per model call (default: automatic)")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="label map of one observed phase (see --labels-phase) or a label sequence "
+        "(.seq.nrrd / folder): adds the clinical outputs",
+    )
+    parser.add_argument(
+        "--labels-phase",
+        type=int,
+        default=None,
+        help="observed phase the 3D --labels belong to (default: the last observed)",
+    )
+    parser.add_argument("--structure", default=None, help="label id or name to track (default: tumour, else first)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def sibling(out: Path, tag: str) -> Path:
+    """<out>_<tag> with the same form: pred.seq.nrrd -> pred_mean.seq.nrrd, pred/ -> pred_mean/."""
+    name = out.name
+    for suffix in (".seq.nrrd", ".nii.gz", ".nrrd"):
+        if name.endswith(suffix):
+            return out.with_name(name[: -len(suffix)] + f"_{tag}" + suffix)
+    return out.with_name(f"{name}_{tag}")
+
+
+def sibling_folder(out: Path, tag: str) -> Path:
+    """<out stem>_<tag> as a folder: pred.seq.nrrd -> pred_clinical/, pred/ -> pred_clinical/."""
+    return sibling(out, tag).with_name(sibling(out, tag).name.split(".")[0])
+
+
+def output_paths(out: Path, samples: int, with_labels: bool) -> dict[str, Path]:
+    paths = {"predicted": out}
+    if samples > 1:
+        paths.update(mean=sibling(out, "mean"), std=sibling(out, "std"))
+    if with_labels:
+        paths["clinical"] = sibling_folder(out, "clinical")
+    return paths
+
+
+def run(args: argparse.Namespace, progress=None) -> int:
+    from MedLVMLib import volumes
+    from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.outputs import check_output_path
+    from MedLVMLib.progress import TqdmProgress
+    from MedLVMLib.tasks import motion
+
+    progress = progress or TqdmProgress()
+    if args.method != "medlvm" and args.samples > 1:
+        raise MedLVMError("--samples applies to --method medlvm only (the baselines are deterministic)")
+    if volumes.volume_suffix(args.out) not in ("", ".seq.nrrd"):
+        raise MedLVMError(f"--out '{args.out}': write a .seq.nrrd file or a folder")
+    phases = volumes.read_phases(args.input, progress=progress)
+    n_future = motion.check_motion_args(
+        phases,
+        args.observed,
+        args.future,
+        args.axis or motion.DEFAULT_AXIS,
+        args.render or motion.DEFAULT_RENDER,
+        args.samples,
+    )
+    paths = output_paths(args.out, args.samples, args.labels is not None)
+    for path in paths.values():
+        if path.resolve() == Path(args.input).resolve():
+            raise MedLVMError(f"output '{path}' is the input; choose another --out")
+        check_output_path(path, args.overwrite)
+    labels = _read_labels(args, phases) if args.labels is not None else None
+
+    options = {}
+    if args.method == "medlvm":
+        options = dict(
+            model=args.model,
+            axis=args.axis or motion.DEFAULT_AXIS,
+            samples=args.samples,
+            seed=args.seed,
+            device=args.device,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            greedy=args.greedy,
+            batch_size=args.batch_size,
+            render=args.render or motion.DEFAULT_RENDER,
+        )
+    result = motion.predict_with_method(args.method, phases, args.observed, n_future, progress=progress, **options)
+    volumes.write_phases(result.predicted, paths["predicted"], overwrite=args.overwrite, progress=progress)
+    if result.mean is not None:
+        volumes.write_phases(result.mean, paths["mean"], overwrite=args.overwrite)
+        volumes.write_phases(result.std, paths["std"], overwrite=args.overwrite, dtype="float32")
+    if labels is not None:
+        _write_clinical(args, phases, result.predicted, labels, paths["clinical"], progress)
+    progress.close()
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _read_labels(args: argparse.Namespace, phases):
+    """uint8 label maps of the observed phases [k, Z, Y, X] (a 3D map is propagated to the other observed phases)."""
+    import numpy as np
+
+    from MedLVMLib import volumes
+    from MedLVMLib.errors import MedLVMError
+
+    k = args.observed
+    path = Path(args.labels)
+    if path.is_dir() or volumes.volume_suffix(path) == ".seq.nrrd":
+        seq = volumes.read_phases(path, check_hu_values=False).array
+        if seq.shape[0] < k:
+            raise MedLVMError(f"--labels '{path}' has {seq.shape[0]} phases; the {k} observed phases need labels")
+        labels, source = np.rint(seq[:k]).astype(np.uint8), None
+    else:
+        volume = volumes.read_volume(path, labels=True)
+        source = k - 1 if args.labels_phase is None else args.labels_phase
+        if not 0 <= source < k:
+            raise MedLVMError(f"--labels-phase {source} is not an observed phase (0..{k - 1})")
+        labels = np.zeros((k,) + volume.array.shape, np.uint8)
+        labels[source] = volume.array.astype(np.uint8)
+    if labels.shape[1:] != phases.shape:
+        raise MedLVMError(f"--labels '{path}' has shape {labels.shape[1:]} but the phases are {phases.shape}")
+    if not labels.any():
+        raise MedLVMError(f"--labels '{path}' is empty (all zero)")
+    return labels, source
+
+
+def _write_clinical(args, phases, predicted, labels_and_source, folder: Path, progress) -> None:
+    import numpy as np
+
+    from MedLVMLib import clinical, registration
+    from MedLVMLib.outputs import atomic_path
+
+    labels, source = labels_and_source
+    k = args.observed
+    observed = phases.array[:k]
+    progress.stage("propagating labels", (k - 1 if source is not None else 0) + predicted.n_phases)
+    if source is not None:
+        for i in range(k):
+            if i != source:
+                labels[i] = registration.propagate_labels(
+                    labels[source], observed[source], observed[i], phases.geometry, progress=progress
+                )
+    future = [
+        registration.propagate_labels(labels[-1], observed[-1], image, phases.geometry, progress=progress)
+        for image in predicted.array
+    ]
+    all_labels = np.concatenate([labels, np.stack(future)])
+    everything = phases.select(list(range(k)))
+    everything.array = np.concatenate([everything.array, predicted.array])
+    everything.labels = everything.labels + predicted.labels
+    everything.index_values = list(everything.index_values) + list(predicted.index_values)
+    names = _label_names(Path(args.labels), [int(v) for v in np.unique(all_labels) if v])
+    structure = args.structure
+    if structure is not None and structure.isdigit():
+        structure = names.get(int(structure), structure)
+    with atomic_path(folder, args.overwrite) as tmp:
+        clinical.write_clinical(tmp, everything, all_labels, names, k, structure)
+
+
+def _label_names(labels_path: Path, ids: list[int]) -> dict[int, str]:
+    """Names from a labels.json beside the label file (the case-folder layout), else 'label_<id>'."""
+    import json
+
+    names = {i: f"label_{i}" for i in ids}
+    sidecar = labels_path.parent / "labels.json"
+    if sidecar.exists():
+        try:
+            names.update(
+                {int(k): str(v) for k, v in json.loads(sidecar.read_text(encoding="utf-8")).items() if int(k) in names}
+            )
+        except (ValueError, AttributeError):
+            pass
+    return names

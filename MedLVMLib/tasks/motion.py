@@ -1,0 +1,262 @@
+"""4D CT respiratory motion prediction: the first k phases in, the next phases out, as full 3D CTs.
+
+Per slice position along `axis`, the codes of the observed phases form one visual sentence
+([phase_0, ..., phase_{k-1}], no separators, as LVM was trained); the transformer continues every
+sentence by `n_future` images at once (all slices in one batch), which are decoded and restacked into
+volumes on the input's grid.
+
+Two ways to render the predicted volumes:
+    "direct": the decoded frames, resized to the native grid (the paper's way). Carries the
+              tokenizer's blur and quantisation.
+    "warp":   the last observed phase is ALSO passed through the tokenizer (encode + decode, the same
+              path), registered to each decoded prediction, and the NATIVE last observed phase is warped
+              with that field. The model supplies the motion, the native image the detail; the
+              tokenizer's blur affects both sides of the registration alike.
+
+Axis "multi" runs coronal, sagittal and axial sentences and fuses the decoded volumes voxel-wise
+(mean or median). `samples` > 1 draws several continuations and reports their mean and standard
+deviation (an uncertainty map).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from MedLVMLib.errors import MedLVMError
+from MedLVMLib.progress import Progress, ensure
+from MedLVMLib.sentences import MotionSentence
+from MedLVMLib.tasks import common
+from MedLVMLib.volumes import Phases, continue_index
+
+AXIS_CHOICES = ("coronal", "sagittal", "axial", "multi")
+RENDER_CHOICES = ("direct", "warp")
+FUSE_CHOICES = ("mean", "median")
+DEFAULT_AXIS = "coronal"
+DEFAULT_RENDER = "warp"  # chosen by the evaluation (docs/motion/README.md)
+DEFAULT_TOTAL_PHASES = 10
+# Coarse and fast: the decoded predictions are blurry, fine levels would only register noise.
+WARP_REGISTRATION = {"iterations": 30, "levels": (4, 2, 1), "smoothing_sigma": 2.0}
+METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca")
+
+
+@dataclass
+class MotionResult:
+    """Predicted phases plus, with several samples, their voxel-wise mean and standard deviation.
+
+    predicted: the first sample (a real model output; [n_future, Z, Y, X] HU on the input's grid).
+    mean / std: Phases over `n_samples` samples, None when n_samples == 1.
+    timings: seconds per stage (tokenize, generate, decode, render).
+    tokens_generated: transformer tokens sampled in total (for tokens/s).
+    decoded: with render="warp", the first sample as rendered "direct" (the decoded frames), so both
+        renderings of one generation can be compared; None otherwise.
+    """
+
+    predicted: Phases
+    mean: Optional[Phases] = None
+    std: Optional[Phases] = None
+    n_samples: int = 1
+    axis: str = DEFAULT_AXIS
+    render: str = DEFAULT_RENDER
+    model_id: str = ""
+    timings: dict = field(default_factory=dict)
+    tokens_generated: int = 0
+    decoded: Optional[Phases] = None
+
+
+def resolve_n_future(n_phases: int, n_observed: int, n_future: Optional[int]) -> int:
+    """The default continues to the end of the input (when it has more phases than observed) or to 10."""
+    if n_future is not None:
+        return int(n_future)
+    if n_phases > n_observed:
+        return n_phases - n_observed
+    return DEFAULT_TOTAL_PHASES - n_observed
+
+
+def check_motion_args(phases: Any, n_observed: int, n_future: Optional[int], axis: str = DEFAULT_AXIS,
+                      render: str = DEFAULT_RENDER, samples: int = 1, fuse: str = "mean") -> int:
+    """Validate the request before any heavy work; returns the resolved n_future."""
+    if not isinstance(phases, Phases):
+        shape = getattr(phases, "shape", None)
+        raise MedLVMError(f"motion prediction needs a 4D CT (Phases [P, Z, Y, X]); got {type(phases).__name__} {shape}")
+    if n_observed < 1:
+        raise MedLVMError(f"--observed must be at least 1, got {n_observed}")
+    if phases.n_phases < n_observed:
+        raise MedLVMError(f"the input has {phases.n_phases} phase(s) but --observed is {n_observed}: "
+                          "give at least as many phases as observed")
+    if min(phases.shape) < 2:
+        raise MedLVMError(f"each phase must be a 3D volume with at least 2 voxels a side, got {phases.shape}")
+    if not np.all(np.isfinite(phases.array[:n_observed])):
+        raise MedLVMError("the observed phases contain NaN or infinite values")
+    future = resolve_n_future(phases.n_phases, n_observed, n_future)
+    if future < 1:
+        raise MedLVMError(f"nothing to predict: --observed {n_observed} leaves {future} phases "
+                          "(pass --future N or observe fewer phases)")
+    for name, value, choices in (("axis", axis, AXIS_CHOICES), ("render", render, RENDER_CHOICES),
+                                 ("fuse", fuse, FUSE_CHOICES)):
+        if value not in choices:
+            raise MedLVMError(f"--{name} must be one of {', '.join(choices)}, got '{value}'")
+    if samples < 1:
+        raise MedLVMError(f"--samples must be at least 1, got {samples}")
+    return future
+
+
+def resolve_model(model: Any, device: str = "auto"):
+    """A MedLVMModel from None (the bundled default), a registry id, a folder path, or a model object."""
+    from MedLVMLib import api
+
+    if isinstance(model, api.MedLVMModel):
+        return model
+    return api.load_model(None if model is None else str(model), device=device)
+
+
+def _predicted_phases(observed: Phases, array: np.ndarray) -> Phases:
+    labels, values = continue_index(observed, len(array))
+    return Phases(array=np.asarray(array, dtype=np.float32), geometry=observed.geometry, labels=labels,
+                  index_values=values, index_name=observed.index_name, index_unit=observed.index_unit)
+
+
+def _fuse(volumes: list[np.ndarray], fuse: str) -> np.ndarray:
+    if len(volumes) == 1:
+        return volumes[0]
+    stack = np.stack(volumes)
+    return (np.median(stack, axis=0) if fuse == "median" else stack.mean(axis=0)).astype(np.float32)
+
+
+def warp_render(native_last: np.ndarray, recon_last: np.ndarray, decoded: np.ndarray, geometry,
+                progress: Optional[Progress] = None) -> np.ndarray:
+    """Warp the native last observed phase onto each decoded prediction.
+
+    Args:
+        native_last: HU [Z, Y, X], the last observed phase as acquired.
+        recon_last: HU [Z, Y, X], the same phase through the tokenizer (encode + decode).
+        decoded: HU [F, Z, Y, X], the decoded predictions.
+        geometry: the volumes' `Geometry` (or ITK-order spacing).
+    Returns:
+        float32 [F, Z, Y, X]: native detail, predicted motion.
+    """
+    from MedLVMLib import registration
+
+    progress = ensure(progress)
+    progress.stage("register", len(decoded))
+    out = []
+    for target in decoded:
+        displacement = registration.register(target, recon_last, geometry, **WARP_REGISTRATION)
+        out.append(np.asarray(registration.warp(native_last, displacement, geometry, order=1), dtype=np.float32))
+        progress.advance()
+    return np.stack(out)
+
+
+@dataclass
+class _AxisRun:
+    """Encoded sentences of one slicing axis, reused for every sample."""
+
+    axis: str
+    prompt: np.ndarray  # (N, T)
+    last_codes: np.ndarray  # (N, tpi) codes of the last observed phase
+
+
+def _encode_axis(model, observed: np.ndarray, axis: str, sentence: MotionSentence, batch_size, progress) -> _AxisRun:
+    codes = common.encode_volumes(model, observed, axis, batch_size=batch_size, progress=progress)  # (k, N, tpi)
+    return _AxisRun(axis, sentence.build(codes), codes[-1])
+
+
+def _sample_axis(model, run: _AxisRun, sentence: MotionSentence, n_future: int, shape, sampling: dict,
+                 batch_size, progress, timings: dict) -> np.ndarray:
+    from MedLVMLib import api
+
+    t0 = time.perf_counter()
+    generated = api.generate(model, run.prompt, n_future, max_context_images=sentence.max_context_images,
+                             batch_size=batch_size, progress=progress, **sampling)  # (N, F, tpi)
+    t1 = time.perf_counter()
+    future_codes = sentence.split(generated)  # (F, N, tpi)
+    volumes = common.decode_volumes(model, future_codes, run.axis, shape, batch_size=batch_size, progress=progress)
+    timings["generate"] = timings.get("generate", 0.0) + t1 - t0
+    timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t1
+    return volumes
+
+
+def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] = None,
+                   model: Any = None, axis: str = DEFAULT_AXIS, samples: int = 1, seed: Optional[int] = 0,
+                   device: str = "auto", temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
+                   batch_size: Optional[int] = None, render: str = DEFAULT_RENDER, fuse: str = "mean",
+                   progress: Optional[Progress] = None) -> MotionResult:
+    """Predict the phases after the first `n_observed` of a 4D CT.
+
+    Args:
+        phases: the 4D CT; only its first `n_observed` phases are used.
+        n_future: phases to predict (default: the rest of the input, or up to 10 phases in all).
+        model: None (bundled default), a registry id, a model folder, or a loaded `api.MedLVMModel`.
+        axis: slicing of the sentences: "coronal" | "sagittal" | "axial" | "multi" (all three, fused by `fuse`).
+        samples: continuations to draw; > 1 adds the voxel-wise mean and std.
+        seed: sampling seed (sample i uses seed + i); temperature / top_p / greedy: sampling options.
+        batch_size: slices per model call (None: chosen by the engine; halved on out-of-memory).
+        render: "direct" (decoded frames) or "warp" (native last phase warped by the predicted motion).
+    Returns:
+        MotionResult with `predicted` [n_future, Z, Y, X] HU on the input's geometry.
+    """
+    n_future = check_motion_args(phases, n_observed, n_future, axis, render, samples, fuse)
+    progress = ensure(progress)
+    model = resolve_model(model, device)
+    common.check_model_pair(model)
+    observed = phases.select(list(range(n_observed)))
+    axes = ["coronal", "sagittal", "axial"] if axis == "multi" else [axis]
+    sentence = MotionSentence(n_observed, model.tokens_per_image, getattr(model.transformer.config, "block_size", None))
+    sampling = {"temperature": temperature, "top_p": top_p, "greedy": greedy}
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    runs = [_encode_axis(model, observed.array, a, sentence, batch_size, progress) for a in axes]
+    timings["tokenize"] = time.perf_counter() - t0
+    recon_last = None
+    if render == "warp":
+        recon_last = _fuse([common.decode_to_volume(model, r.last_codes, r.axis, observed.shape, batch_size)
+                            for r in runs], fuse)
+
+    outputs, first_decoded = [], None
+    for s in range(samples):
+        seed_s = None if seed is None else int(seed) + s
+        per_axis = [_sample_axis(model, r, sentence, n_future, observed.shape, {**sampling, "seed": seed_s},
+                                 batch_size, progress, timings) for r in runs]
+        decoded = _fuse(per_axis, fuse)  # (F, Z, Y, X)
+        if render == "warp":
+            first_decoded = decoded if first_decoded is None else first_decoded
+            t1 = time.perf_counter()
+            decoded = warp_render(observed.array[-1], recon_last, decoded, observed.geometry, progress)
+            timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t1
+        outputs.append(decoded)
+
+    stack = np.stack(outputs)  # (S, F, Z, Y, X)
+    mean = std = None
+    if samples > 1:
+        mean = _predicted_phases(observed, stack.mean(axis=0))
+        std = _predicted_phases(observed, stack.std(axis=0))
+    tokens = len(axes) * samples * runs[0].prompt.shape[0] * n_future * model.tokens_per_image
+    direct = None if first_decoded is None else _predicted_phases(observed, first_decoded)
+    return MotionResult(_predicted_phases(observed, stack[0]), mean, std, samples, axis, render,
+                        getattr(model, "model_id", ""), timings, tokens, direct)
+
+
+def predict_with_method(method: str, phases: Phases, n_observed: int = 5, n_future: Optional[int] = None,
+                        progress: Optional[Progress] = None, **medlvm_options) -> MotionResult:
+    """Run MedLVM ("medlvm") or a baseline ("copy-last", "mirror", "dvf", "pca") on the same footing."""
+    if method == "medlvm":
+        return predict_motion(phases, n_observed, n_future, progress=progress, **medlvm_options)
+    baselines = _baselines()
+    if method not in baselines:
+        raise MedLVMError(f"unknown method '{method}'; choose from medlvm, {', '.join(baselines)}")
+    n_future = check_motion_args(phases, n_observed, n_future)
+    observed = phases.select(list(range(n_observed)))
+    t0 = time.perf_counter()
+    predicted = baselines[method](observed, n_future, progress=progress)
+    return MotionResult(predicted, model_id=method, timings={"baseline": time.perf_counter() - t0})
+
+
+def _baselines() -> dict[str, Callable[[Phases, int], Phases]]:
+    from MedLVMLib.baselines.motion import MOTION_BASELINES
+
+    return MOTION_BASELINES
+

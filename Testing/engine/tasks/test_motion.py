@@ -1,0 +1,114 @@
+"""Motion prediction with a tiny random model: shapes, geometry, options, sampling, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from MedLVMLib import api
+from MedLVMLib.errors import MedLVMError
+from MedLVMLib.tasks import motion
+from MedLVMLib.volumes import Geometry, Phases
+
+GEOMETRY = Geometry(spacing=(2.0, 2.0, 3.0), origin=(-20.0, 10.0, 5.0))
+
+
+def breathing_box(n_phases: int = 10, shape=(12, 14, 16)) -> Phases:
+    """A dense box moving superior-inferior by up to 3 voxels over a cycle, in air."""
+    array = np.full((n_phases,) + shape, -1000.0, np.float32)
+    for p in range(n_phases):
+        dz = int(round(3 * np.sin(np.pi * p / n_phases)))
+        array[p, 3 + dz : 7 + dz, 4:10, 4:12] = 40.0
+    return Phases(array, GEOMETRY)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return api.random_model("tiny")
+
+
+@pytest.mark.parametrize("axis, render", [("coronal", "direct"), ("sagittal", "direct"), ("axial", "direct"),
+                                          ("coronal", "warp"), ("multi", "direct")])
+def test_predicted_phases_follow_the_input(model, axis, render):
+    phases = breathing_box()
+    result = motion.predict_motion(phases, 5, model=model, axis=axis, render=render)
+    predicted = result.predicted
+    assert predicted.array.shape == (5,) + phases.shape and predicted.array.dtype == np.float32
+    assert predicted.geometry == phases.geometry
+    assert predicted.labels == ["50%", "60%", "70%", "80%", "90%"]
+    assert result.mean is None and result.std is None
+    assert set(result.timings) >= {"tokenize", "generate", "decode"}
+    n_slices = {"coronal": 14, "sagittal": 16, "axial": 12, "multi": 14 + 16 + 12}[axis]
+    assert result.tokens_generated == n_slices * 5 * model.tokens_per_image
+    assert np.isfinite(predicted.array).all()
+
+
+def test_warp_render_keeps_native_intensities(model):
+    result = motion.predict_motion(breathing_box(), 5, model=model, render="warp")
+    # warped from the native last phase: only values of that phase (and their interpolations) appear
+    assert result.predicted.array.min() >= -1000.0 and result.predicted.array.max() <= 40.0 + 1e-3
+
+
+@pytest.mark.parametrize("n_phases, n_observed, n_future, expected", [(10, 5, None, 5), (7, 3, None, 4),
+                                                                      (5, 5, None, 5), (10, 4, 2, 2)])
+def test_default_number_of_future_phases(n_phases, n_observed, n_future, expected):
+    assert motion.resolve_n_future(n_phases, n_observed, n_future) == expected
+
+
+def test_samples_give_mean_and_std(model):
+    result = motion.predict_motion(breathing_box(), 5, n_future=2, model=model, samples=3, seed=1, render="direct")
+    assert result.n_samples == 3 and result.mean is not None and result.std is not None
+    assert result.std.array.shape == result.predicted.array.shape
+    assert (result.std.array >= 0).all() and result.std.array.max() > 0  # random weights: samples differ
+
+
+def test_seed_and_greedy_are_reproducible(model):
+    phases = breathing_box()
+    a = motion.predict_motion(phases, 5, n_future=1, model=model, seed=3, render="direct").predicted.array
+    b = motion.predict_motion(phases, 5, n_future=1, model=model, seed=3, render="direct").predicted.array
+    np.testing.assert_array_equal(a, b)
+    g1 = motion.predict_motion(phases, 5, n_future=1, model=model, greedy=True, seed=1, render="direct").predicted.array
+    g2 = motion.predict_motion(phases, 5, n_future=1, model=model, greedy=True, seed=2, render="direct").predicted.array
+    np.testing.assert_array_equal(g1, g2)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(phases=breathing_box(3), n_observed=5), "3 phase"),
+    (dict(phases=breathing_box(10), n_observed=10), "nothing to predict"),
+    (dict(phases=np.zeros((8, 8, 8), np.float32), n_observed=5), "4D CT"),
+    (dict(phases=breathing_box(), n_observed=5, axis="oblique"), "axis"),
+    (dict(phases=breathing_box(), n_observed=5, render="paint"), "render"),
+    (dict(phases=breathing_box(), n_observed=5, samples=0), "samples"),
+    (dict(phases=breathing_box(), n_observed=0), "at least 1"),
+])
+def test_bad_requests_fail_before_loading_a_model(kwargs, message):
+    with pytest.raises(MedLVMError, match=message):
+        motion.predict_motion(model="/nonexistent/model", **kwargs)
+
+
+def test_mismatched_tokenizer_and_transformer(model):
+    other = api.random_model("medlvm-tiny")
+    mixed = api.MedLVMModel(model.tokenizer, other.transformer, model.preprocess, "mixed", model.device, model.dtype)
+    with pytest.raises(MedLVMError, match="not trained"):
+        motion.predict_motion(breathing_box(), 5, model=mixed)
+
+
+@pytest.mark.parametrize("method", ["copy-last", "mirror"])
+def test_baselines_through_the_same_entry(method):
+    phases = breathing_box()
+    result = motion.predict_with_method(method, phases, 5)
+    assert result.predicted.array.shape == (5,) + phases.shape
+    assert result.predicted.labels[0] == "50%"
+    if method == "copy-last":
+        np.testing.assert_array_equal(result.predicted.array[2], phases.array[4])
+    with pytest.raises(MedLVMError, match="unknown method"):
+        motion.predict_with_method("oracle", phases, 5)
+
+
+def test_warp_run_also_returns_the_direct_rendering(model):
+    phases = breathing_box()
+    direct = motion.predict_motion(phases, 5, n_future=2, model=model, seed=4, render="direct")
+    warp = motion.predict_motion(phases, 5, n_future=2, model=model, seed=4, render="warp")
+    assert direct.decoded is None
+    np.testing.assert_array_equal(warp.decoded.array, direct.predicted.array)
+    assert not np.array_equal(warp.predicted.array, direct.predicted.array)

@@ -1,0 +1,154 @@
+"""Seconds per 4D CT for MedLVM motion prediction, per stage (read, tokenize, generate, decode, write), and tokens/s.
+
+Default: the demo case (phantom.demo_case(), 10 phases of 48 x 64 x 64, 5 observed, 5 predicted) with the
+bundled default model (random weights until it is trained). With presets it builds a model of random
+weights (speed does not depend on the values) and a synthetic 10-phase case whose sentence axis has
+--slices slices of --size x --size pixels:
+
+    python benchmarks/motion.py                                   # demo size, bundled model, CPU
+    python benchmarks/motion.py --preset medlvm-tiny --threads 1  # same size, random weights, one thread
+    python benchmarks/motion.py --preset tiny --slices 16 --size 32 --phases 6 --observed 3   # seconds
+    # the issue's GPU case (goal: <= 40 s per patient on one H100):
+    python benchmarks/motion.py --preset lvm-7b --tokenizer muse-f16-8192 --dtype bf16 --device cuda \
+        --slices 128 --size 256 --batch-size 48
+
+Prints one Markdown table: stage, seconds, share; then tokens/s and (CUDA) peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:
+    from MedLVMLib import api
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from MedLVMLib import api
+from MedLVMLib import phantom, volumes
+from MedLVMLib.config import PreprocessConfig, TokenizerConfig, TransformerConfig
+from MedLVMLib.devices import resolve_device
+from MedLVMLib.models.transformer import Transformer
+from MedLVMLib.models.vqgan import VQGAN
+from MedLVMLib.tasks import common, motion
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def random_model(preset: str, tokenizer: str, device: torch.device, dtype: torch.dtype) -> api.MedLVMModel:
+    """Random weights built directly on the device (a 7B model never touches CPU memory)."""
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    with torch.device(device):
+        tokenizer_model = VQGAN(TokenizerConfig.from_name(tokenizer)).eval()
+        torch.set_default_dtype(dtype)
+        try:
+            transformer = Transformer(TransformerConfig.from_name(preset)).eval()
+        finally:
+            torch.set_default_dtype(previous)
+    return api.MedLVMModel(tokenizer_model, transformer, PreprocessConfig(), f"{preset}+{tokenizer} (random)",
+                           device, dtype)
+
+
+def synthetic_case(n_phases: int, slices: int, size: int, axis: str) -> volumes.Phases:
+    """Phantom anatomy resampled so that slicing along `axis` gives `slices` frames of size x size."""
+    shape = {"axial": (slices, size, size), "coronal": (size, slices, size), "sagittal": (size, size, slices)}[axis]
+    small = phantom.make_phantom(seed=0, n_phases=n_phases, shape=tuple(min(s, 64) for s in shape))
+    from scipy import ndimage
+
+    zoom = [1.0] + [t / s for t, s in zip(shape, small.phases.shape)]
+    array = ndimage.zoom(small.phases.array, zoom, order=1).astype(np.float32)
+    return volumes.Phases(array, small.phases.geometry)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_once(args, model, path: Path, out: Path) -> dict:
+    device = model.device
+    t0 = time.perf_counter()
+    phases = volumes.read_phases(path)
+    t_read = time.perf_counter() - t0
+    result = motion.predict_motion(phases, args.observed, n_future=args.future, model=model, axis=args.axis,
+                                   batch_size=args.batch_size, seed=0, greedy=args.greedy, render=args.render)
+    _sync(device)
+    t1 = time.perf_counter()
+    volumes.write_phases(result.predicted, out, overwrite=True)
+    t_write = time.perf_counter() - t1
+    stages = {"read": t_read, **{k: result.timings.get(k, 0.0) for k in ("tokenize", "generate", "decode")},
+              "render (warp)": result.timings.get("render", 0.0), "write": t_write}
+    return {"stages": stages, "tokens": result.tokens_generated, "shape": phases.array.shape,
+            "n_slices": common.n_slices(phases.shape, args.axis)}
+
+
+def print_table(args, model, report: dict, device: torch.device, build_s: float) -> None:
+    stages, total = report["stages"], sum(report["stages"].values())
+    print(f"\nMedLVM motion benchmark: model {model.model_id}, device {device}, dtype {args.dtype}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"case {report['shape']} (phases, Z, Y, X); {args.axis} sentences: {report['n_slices']} slices, "
+          f"{args.observed} observed -> {report['shape'][0] - args.observed if args.future is None else args.future} "
+          f"predicted; model built/loaded in {build_s:.1f} s\n")
+    print("| stage | seconds | share |\n|---|---:|---:|")
+    for name, seconds in stages.items():
+        print(f"| {name} | {seconds:.2f} | {100 * seconds / max(total, 1e-9):.0f} % |")
+    print(f"| **total per 4D CT** | **{total:.2f}** | |")
+    print(f"\ngenerated {report['tokens']} tokens: {report['tokens'] / max(stages['generate'], 1e-9):.0f} tokens/s")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default=None, help="transformer preset with random weights (default: bundled)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer preset (default: same name as --preset)")
+    parser.add_argument("--model", default=None, help="a model id or folder instead of random weights")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--slices", type=int, default=None, help="synthetic case: slices along the sentence axis")
+    parser.add_argument("--size", type=int, default=None, help="synthetic case: in-plane pixels per slice")
+    parser.add_argument("--phases", type=int, default=10)
+    parser.add_argument("--observed", type=int, default=5)
+    parser.add_argument("--future", type=int, default=None)
+    parser.add_argument("--axis", default="coronal", choices=("coronal", "sagittal", "axial"))
+    parser.add_argument("--batch-size", type=int, default=None, help="sentences per generate call")
+    parser.add_argument("--greedy", action="store_true")
+    parser.add_argument("--render", default="direct", choices=("direct", "warp"),
+                        help="direct (the model's own cost, default here) or warp (adds the registrations)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--warmup", action="store_true", help="run once untimed first (CUDA kernels, caches)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    if args.preset:
+        model = random_model(args.preset, args.tokenizer or args.preset, device, DTYPES[args.dtype])
+    else:
+        model = api.load_model(args.model, device=device, dtype=DTYPES[args.dtype])
+    build_s = time.perf_counter() - t0
+    if args.slices or args.size:
+        case_phases = synthetic_case(args.phases, args.slices or 64, args.size or model.image_size, args.axis)
+    else:
+        case_phases = phantom.demo_case().phases
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ct.seq.nrrd"
+        volumes.write_phases(case_phases, path)
+        if args.warmup:
+            run_once(args, model, path, Path(tmp) / "warm.seq.nrrd")
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+        report = run_once(args, model, path, Path(tmp) / "pred.seq.nrrd")
+    print_table(args, model, report, device, build_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
