@@ -1,0 +1,610 @@
+"""MedLVM: zero-shot Large Vision Model on CT, as a 3D Slicer scripted module.
+
+Qt/MRML glue only. The engine (torch) runs out of process, in a `PythonSlicer -m MedLVMLib worker` process
+that stays alive between requests (MedLVMLib.worker); MRML conversions live in MedLVMLib.mrml. Nothing
+heavy is imported when Slicer loads this module: torch is only needed inside the worker process.
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLSegmentationNode, vtkMRMLSequenceNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+TASKS = ["motion", "segment"]  # denoise / super-resolution: command line for now
+AXES = ["coronal", "sagittal", "axial", "multi"]
+DEVICES = ["auto", "cuda", "cpu"]
+CUSTOM_MODEL = "Model folder..."
+ENGINE_REQUIREMENTS = ["numpy", "SimpleITK", "safetensors", "scipy", "scikit-image", "tqdm", "pyyaml"]
+
+
+def resourcesDir() -> Path:
+    """The engine's Resources/ (models.json, bundled models), next to the MedLVMLib package."""
+    return Path(engineRoot()) / "Resources"
+
+
+def _isInstalledLayout() -> bool:
+    # installed: MedLVM.py, MedLVMLib/ and Resources/ share one folder; source tree: MedLVMLib is one level up
+    return (Path(__file__).resolve().parent / "MedLVMLib").is_dir()
+
+
+def engineRoot() -> str:
+    """The folder holding the MedLVMLib package (and the engine's Resources/)."""
+    here = Path(__file__).resolve()
+    return str(here.parent if _isInstalledLayout() else here.parents[1])
+
+
+def readModelRegistry(path: Optional[Path] = None) -> list:
+    """Entries of Resources/models.json (id, description, memory_gb, ...); [] when it is missing."""
+    path = path or resourcesDir() / "models.json"
+    try:
+        return list(json.loads(Path(path).read_text(encoding="utf-8")).get("models", []))
+    except (OSError, ValueError):
+        return []
+
+
+#
+# MedLVM
+#
+
+
+class MedLVM(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("MedLVM")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy"),
+                                  translate("qSlicerAbstractCoreModule", "Sequences")]
+        self.parent.dependencies = ["Sequences", "Segmentations"]
+        self.parent.contributors = ["MedLVM developers"]
+        self.parent.helpText = _(
+            "Zero-shot Large Vision Model on CT: predicts the next breathing phases of a 4D CT (more tasks "
+            "follow). Pick the input sequence and the task, press Apply; the predicted phases appear as a new "
+            "sequence with its own browser, synchronised with the input.")
+        self.parent.acknowledgementText = _(
+            "Builds on the Large Vision Model of Bai et al. (arXiv 2312.00785), 3D Slicer and the PyTorch "
+            "extension.")
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class MedLVMParameterNode:
+    """The panel's state, saved with the scene."""
+
+    inputSequence: vtkMRMLSequenceNode
+    task: Annotated[str, Choice(TASKS)] = "motion"
+    exampleSegmentation: vtkMRMLSegmentationNode  # segment: drawn on phase `fromPhase` of the input
+    fromPhase: Annotated[int, WithinRange(0, 99)] = 0
+    observedPhases: Annotated[int, WithinRange(1, 99)] = 5
+    phasesToPredict: Annotated[int, WithinRange(0, 99)] = 0  # 0: the rest of the cycle
+    axis: Annotated[str, Choice(AXES)] = "coronal"
+    device: Annotated[str, Choice(DEVICES)] = "auto"
+    samples: Annotated[int, WithinRange(1, 64)] = 1
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    model: str = ""  # "" = bundled default, else a registry id or a folder
+
+
+#
+# Logic
+#
+
+
+def _ensureEngineImportable() -> None:
+    """In a source checkout MedLVMLib sits beside the MedLVM/ folder: make it importable."""
+    import sys
+
+    root = engineRoot()
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+class MedLVMLogic(ScriptedLoadableModuleLogic):
+    """Runs MedLVM tasks on MRML nodes; usable without the GUI (see `process`).
+
+    One engine worker process is kept alive between requests (so a large model stays loaded); a worker
+    that crashed is reported through the job's error message and started again on the next request.
+    """
+
+    # module name -> pip requirement for the engine (torch itself comes from the PyTorch extension)
+    ENGINE_MODULES = {"numpy": "numpy", "SimpleITK": "SimpleITK", "safetensors": "safetensors", "scipy": "scipy",
+                      "skimage": "scikit-image", "tqdm": "tqdm", "yaml": "pyyaml"}
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        _ensureEngineImportable()
+        self.engineCommand: Optional[list] = None  # None: PythonSlicer -m MedLVMLib worker
+        self.engineEnvironment: Optional[dict] = None  # extra environment variables for the worker
+        self._engine = None
+        self._job: Optional[dict] = None
+        self._timer = None
+
+    def getParameterNode(self):
+        return MedLVMParameterNode(super().getParameterNode())
+
+    # -- dependencies
+
+    def missingEngineModules(self) -> list:
+        import importlib.util
+
+        names = ["torch", *self.ENGINE_MODULES]
+        return [name for name in names if importlib.util.find_spec(name) is None]
+
+    def setupPythonRequirements(self, askConfirmation: bool = True) -> bool:
+        """Install what the engine needs, with the user's consent. Returns False when the user declined."""
+        missing = self.missingEngineModules()
+        if not missing:
+            return True
+        if "torch" in missing:
+            try:
+                import PyTorchUtils
+            except ImportError as exc:
+                raise RuntimeError(_("MedLVM needs the PyTorch extension: install it from the Extensions "
+                                     "Manager and restart Slicer.")) from exc
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation,
+                                                             torchVersionRequirement=">=2.1") is None:
+                return False
+            missing.remove("torch")
+        packages = [self.ENGINE_MODULES[name] for name in missing]
+        if packages:
+            message = _("MedLVM needs these Python packages: {packages}. Install them now?").format(
+                packages=", ".join(packages))
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(message):
+                return False
+            slicer.util.pip_install(" ".join(packages))
+        return True
+
+    # -- engine process
+
+    def defaultEngineCommand(self) -> list:
+        from MedLVMLib.worker import engine_command
+
+        pythonSlicer = shutil.which("PythonSlicer")
+        if pythonSlicer is None and hasattr(slicer, "app"):
+            name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+            candidate = Path(slicer.app.applicationDirPath) / name
+            pythonSlicer = str(candidate) if candidate.is_file() else None
+        return engine_command(pythonSlicer) if pythonSlicer else engine_command()
+
+    def engine(self):
+        if self._engine is None:
+            from MedLVMLib.worker import EngineClient
+
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (engineRoot(), env.get("PYTHONPATH", "")) if p)
+            env.update(self.engineEnvironment or {})
+            self._engine = EngineClient(self.engineCommand or self.defaultEngineCommand(), env=env)
+        return self._engine
+
+    def shutdownEngine(self) -> None:
+        if self._engine is not None:
+            self._engine.close(timeout=2.0)
+            self._engine = None
+
+    # -- jobs
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    def process(self, inputSequence, task: str = "motion", observedPhases: int = 5, phasesToPredict: int = 0,
+                axis: str = "", model: str = "", device: str = "auto", samples: int = 1, seed: int = 0,
+                method: str = "medlvm", exampleSegmentation=None, fromPhase: int = 0,
+                onProgress: Optional[Callable] = None, onLog: Optional[Callable] = None,
+                onFinished: Optional[Callable] = None, blocking: bool = True, timeoutS: float = 3600.0):
+        """Run a task on `inputSequence` (a volume sequence node); the inputs are never modified.
+
+        task "motion": predict the phases after the first `observedPhases`; "segment": carry
+        `exampleSegmentation`, drawn on item `fromPhase` of the input, to every phase.
+        Blocking: returns the new nodes (MedLVMLib.mrml.MotionOutputs / SegmentOutputs) or raises RuntimeError.
+        Non-blocking: returns at once; `onFinished(outputs, errorMessage)` is called from a Qt timer.
+        onProgress(stage, done, total) and onLog(message) report what the engine is doing.
+        """
+        from MedLVMLib import worker
+
+        if self.busy:
+            raise RuntimeError(_("MedLVM is already running a job: cancel it or wait for it to finish."))
+        request = worker.TaskRequest(task=task, observed=observedPhases, future=phasesToPredict, axis=axis,
+                                     model=model, device=device, samples=samples, seed=seed, method=method,
+                                     from_phase=fromPhase)
+        self._checkRequest(inputSequence, request, exampleSegmentation)
+        jobDir = Path(tempfile.mkdtemp(prefix="MedLVM-"))
+        try:
+            argv, outPath = self._prepareJob(jobDir, inputSequence, request, exampleSegmentation)
+            requestId = self.engine().submit(argv)
+        except Exception:
+            shutil.rmtree(jobDir, ignore_errors=True)
+            raise
+        self._job = dict(id=requestId, dir=jobDir, out=outPath, input=inputSequence, task=task, onProgress=onProgress,
+                         onLog=onLog, onFinished=onFinished)
+        if not blocking:
+            self._startPolling()
+            return None
+        final = self.engine().wait(requestId, timeout=timeoutS, on_event=self._onEvent)
+        outputs, error = self._finishJob(final)
+        if error:
+            raise RuntimeError(error)
+        return outputs
+
+    @staticmethod
+    def _checkRequest(inputSequence, request, exampleSegmentation) -> None:
+        nItems = inputSequence.GetNumberOfDataNodes() if inputSequence is not None else 0
+        request.output_name  # noqa: B018 - raises for a task the module cannot run yet
+        if request.task == "motion" and nItems < request.observed:
+            raise ValueError(_("The input sequence needs at least {n} phases.").format(n=request.observed))
+        if request.task == "segment" and (exampleSegmentation is None or not 0 <= request.from_phase < nItems):
+            raise ValueError(_("Select a segmentation drawn on one phase of the input sequence."))
+
+    def _prepareJob(self, jobDir: Path, inputSequence, request, exampleSegmentation):
+        """Write the inputs into `jobDir`; returns (engine arguments, output path)."""
+        from MedLVMLib import mrml
+
+        inputPath = mrml.write_sequence_file(inputSequence, jobDir / "input.seq.nrrd")
+        outPath = jobDir / request.output_name
+        labelsPath = namesPath = None
+        if request.task == "segment":
+            labelsPath = jobDir / "example_labels.nrrd"
+            names = mrml.write_label_file(inputSequence.GetScene(), exampleSegmentation, inputSequence,
+                                          request.from_phase, labelsPath)
+            namesPath = jobDir / "names.json"
+            namesPath.write_text(json.dumps({name: label for label, name in names.items()}))
+        return self.buildArgv(request, inputPath, outPath, labelsPath, namesPath), outPath
+
+    def buildArgv(self, request, inputPath: Path, outPath: Path, labelsPath=None, namesPath=None) -> list:
+        from MedLVMLib.worker import task_argv
+
+        return task_argv(request, str(inputPath), str(outPath), labelsPath and str(labelsPath),
+                         namesPath and str(namesPath))
+
+    def cancel(self) -> None:
+        """End the running job and the worker process tree; the next job starts a fresh worker."""
+        if self._engine is not None:
+            self._engine.cancel(hard=True)
+        if self._job is not None:
+            from MedLVMLib.worker import Event
+
+            self._finishJob(Event("cancelled", id=self._job["id"], message=_("Cancelled.")))
+
+    def _startPolling(self) -> None:
+        self._timer = qt.QTimer()
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self._poll)
+        self._timer.start()
+
+    def _poll(self) -> None:
+        if self._job is None or self._engine is None:
+            return
+        for event in self._engine.poll():
+            self._onEvent(event)
+            if event.final and self._job is not None and event.id == self._job["id"]:
+                self._finishJob(event)
+                return
+
+    def _onEvent(self, event) -> None:
+        job = self._job or {}
+        if event.event == "stderr":
+            logging.info("MedLVM engine: %s", event.message)
+        elif event.event == "progress" and job.get("onProgress"):
+            job["onProgress"](event.stage, event.done, event.total)
+        elif event.event == "log" and event.message:
+            logging.info("MedLVM: %s", event.message)
+            if job.get("onLog"):
+                job["onLog"](event.message)
+
+    @staticmethod
+    def _importOutputs(job):
+        from MedLVMLib import mrml, worker
+
+        scene = job["input"].GetScene()
+        if job["task"] == "segment":
+            return mrml.import_segment_outputs(scene, job["out"], Path(worker.segments_file(str(job["out"]))),
+                                               job["input"])
+        return mrml.import_motion_outputs(scene, job["out"], job["input"])
+
+    def _finishJob(self, event):
+        """Load the outputs of a finished job (or describe why there are none) and remove its temp folder."""
+        job, self._job = self._job, None
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        outputs, error = None, None
+        try:
+            if event.event == "done" and event.returncode == 0:
+                outputs = self._importOutputs(job)
+            elif event.event == "cancelled":
+                error = _("Cancelled.")
+            else:
+                error = event.message or _("The engine failed (exit status {code}).").format(code=event.returncode)
+                if event.traceback:
+                    logging.error("MedLVM engine traceback:\n%s", event.traceback)
+        except Exception as exc:  # noqa: BLE001 - a file the engine wrote but Slicer cannot load
+            error = _("Could not load the results: {error}").format(error=exc)
+        finally:
+            shutil.rmtree(job["dir"], ignore_errors=True)
+        if job.get("onFinished"):
+            job["onFinished"](outputs, error)
+        return outputs, error
+
+
+#
+# Widget
+#
+
+
+class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: binds the .ui to MedLVMParameterNode and drives MedLVMLogic asynchronously."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._models = []
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MedLVM.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MedLVMLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._populateModels()
+        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
+        self.ui.modelFolderPathLineEdit.currentPathChanged.connect(self.onModelChanged)
+        self.ui.applyButton.clicked.connect(self.onApplyButton)
+        self.ui.cancelButton.clicked.connect(self.onCancelButton)
+        self._setRunning(False)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        if self.logic is not None:
+            self.logic.cancel()
+            self.logic.shutdownEngine()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputSequence:
+            firstSequence = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode")
+            if firstSequence:
+                self._parameterNode.inputSequence = firstSequence
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._selectModel(self._parameterNode.model)
+            self._checkCanApply()
+
+    # -- models
+
+    def _populateModels(self) -> None:
+        self._models = readModelRegistry()
+        self.ui.modelComboBox.clear()
+        for entry in self._models:
+            self.ui.modelComboBox.addItem(entry.get("id", "?"))
+            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, entry.get("description", ""),
+                                              qt.Qt.ToolTipRole)
+        self.ui.modelComboBox.addItem(CUSTOM_MODEL)
+
+    def _selectModel(self, model: str) -> None:
+        ids = [entry.get("id") for entry in self._models]
+        if model in ids:
+            self.ui.modelComboBox.currentIndex = ids.index(model)
+        elif model:
+            self.ui.modelComboBox.currentIndex = len(ids)
+            self.ui.modelFolderPathLineEdit.currentPath = model
+        self._updateModelInfo()
+
+    def _currentModel(self) -> str:
+        index = self.ui.modelComboBox.currentIndex
+        if 0 <= index < len(self._models):
+            return self._models[index].get("id", "")
+        return self.ui.modelFolderPathLineEdit.currentPath
+
+    def onModelChanged(self, *args) -> None:
+        if self._parameterNode:
+            self._parameterNode.model = self._currentModel()
+        self._updateModelInfo()
+
+    def _updateModelInfo(self) -> None:
+        index = self.ui.modelComboBox.currentIndex
+        custom = not (0 <= index < len(self._models))
+        self.ui.modelFolderPathLineEdit.setVisible(custom)
+        if custom:
+            self.ui.modelMemoryLabel.text = _("Memory: depends on the model in the folder (7B: ~16 GB GPU).")
+            return
+        entry = self._models[index]
+        self.ui.modelMemoryLabel.text = _("Memory: about {gb:g} GB; recommended device: {device}").format(
+            gb=float(entry.get("memory_gb", 0)), device=entry.get("recommended_device", "cpu"))
+
+    # -- apply / cancel
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        node = self._parameterNode
+        sequence = node.inputSequence if node else None
+        segment = bool(node) and node.task == "segment"
+        for widget in (self.ui.observedPhasesLabel, self.ui.observedPhasesSpinBox, self.ui.phasesToPredictLabel,
+                       self.ui.phasesToPredictSpinBox, self.ui.samplesLabel, self.ui.samplesSpinBox):
+            widget.setVisible(not segment)
+        for widget in (self.ui.exampleSegmentationLabel, self.ui.exampleSegmentationSelector, self.ui.fromPhaseLabel,
+                       self.ui.fromPhaseSpinBox):
+            widget.setVisible(segment)
+        if segment:
+            ready = bool(sequence) and bool(node.exampleSegmentation)
+        else:
+            ready = bool(sequence) and sequence.GetNumberOfDataNodes() >= node.observedPhases
+        busy = self.logic is not None and self.logic.busy
+        self.ui.applyButton.enabled = ready and not busy
+        self.ui.applyButton.toolTip = _("Run MedLVM") if ready else _("Select the inputs of the task")
+
+    def _setRunning(self, running: bool) -> None:
+        self.ui.cancelButton.enabled = running
+        self.ui.progressBar.setVisible(running)
+        if running:
+            self.ui.progressBar.setRange(0, 0)
+        self._checkCanApply()
+
+    def onApplyButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("MedLVM could not start."), waitCursor=True):
+            if not self.logic.setupPythonRequirements(askConfirmation=True):
+                self.ui.statusLabel.text = _("Missing Python packages were not installed.")
+                return
+            node = self._parameterNode
+            self.ui.statusLabel.text = _("Starting the engine...")
+            self.logic.process(node.inputSequence, task=node.task, observedPhases=node.observedPhases,
+                               phasesToPredict=node.phasesToPredict, axis=node.axis, model=node.model,
+                               device=node.device, samples=node.samples, seed=node.seed,
+                               exampleSegmentation=node.exampleSegmentation, fromPhase=node.fromPhase,
+                               onProgress=self.onProgress, onLog=self.onLog, onFinished=self.onFinished,
+                               blocking=False)
+            self._setRunning(True)
+
+    def onCancelButton(self) -> None:
+        self.logic.cancel()
+
+    def onProgress(self, stage: str, done: int, total) -> None:
+        if total:
+            self.ui.progressBar.setRange(0, int(total))
+            self.ui.progressBar.setValue(int(done))
+        else:
+            self.ui.progressBar.setRange(0, 0)
+        self.ui.statusLabel.text = f"{stage}: {done}/{total}" if total else stage
+
+    def onLog(self, message: str) -> None:
+        self.ui.statusLabel.text = message
+
+    def onFinished(self, outputs, errorMessage) -> None:
+        self._setRunning(False)
+        if errorMessage:
+            self.ui.statusLabel.text = errorMessage
+            if errorMessage != _("Cancelled."):
+                slicer.util.errorDisplay(_("MedLVM failed: {error}").format(error=errorMessage))
+            return
+        self.ui.statusLabel.text = _("Done: {name} ({n} phases)").format(
+            name=outputs.sequence.GetName(), n=outputs.sequence.GetNumberOfDataNodes())
+        self._showOutputs(outputs)
+
+    def _showOutputs(self, outputs) -> None:
+        proxy = outputs.browser.GetProxyNode(outputs.sequence)
+        if proxy is not None and proxy.IsA("vtkMRMLScalarVolumeNode"):
+            slicer.util.setSliceViewerLayers(background=proxy, fit=True)
+        toolbar = getattr(slicer.modules.sequences, "toolBar", None)
+        if toolbar is not None:
+            toolbar().setActiveBrowserNode(outputs.browser)
+
+
+#
+# Test
+#
+
+
+class MedLVMTest(ScriptedLoadableModuleTest):
+    """Runs the real logic and engine on a small synthetic 4D CT with the bundled small model."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_MotionBaseline()
+        self.setUp()
+        self.test_MotionModel()
+
+    def _makeInput(self, nPhases: int = 6):
+        """A breathing phantom: a dense sphere moving along the superior-inferior axis, oblique grid."""
+        import numpy as np
+
+        from MedLVMLib import mrml
+        from MedLVMLib.volumes import Geometry, Phases
+
+        z, y, x = np.mgrid[0:16, 0:24, 0:24].astype(np.float32)
+        array = np.full((nPhases, 16, 24, 24), -800.0, np.float32)
+        for p in range(nPhases):
+            centre = 8.0 + 3.0 * np.cos(np.pi * p / nPhases)
+            array[p][(z - centre) ** 2 + (y - 12) ** 2 + (x - 12) ** 2 < 25] = 40.0
+        geometry = Geometry(spacing=(1.5, 1.5, 3.0), origin=(-18.0, -30.0, 100.0),
+                            direction=(0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+        phases = Phases(array=array, geometry=geometry, index_values=[10.0 * p for p in range(nPhases)])
+        return mrml.phases_to_sequence(slicer.mrmlScene, phases, "MedLVM test 4D CT"), geometry
+
+    def _checkOutputs(self, outputs, inputSequence, geometry, expectedValues):
+        from MedLVMLib import mrml
+
+        sequence = outputs.sequence
+        self.assertEqual(sequence.GetNumberOfDataNodes(), len(expectedValues))
+        self.assertEqual([float(sequence.GetNthIndexValue(i)) for i in range(len(expectedValues))], expectedValues)
+        self.assertEqual(sequence.GetIndexUnit(), "%")
+        item = sequence.GetNthDataNode(0)
+        self.assertTrue(mrml.node_geometry(item).is_close(geometry))
+        self.assertEqual(mrml.volume_array(item).shape, (16, 24, 24))
+        self.assertTrue(outputs.browser.IsSynchronizedSequenceNode(inputSequence, False))
+        self.assertEqual(inputSequence.GetNumberOfDataNodes(), 6)
+
+    def test_MotionBaseline(self):
+        self.delayDisplay("MedLVM: copy-last baseline through the engine process")
+        logic = MedLVMLogic()
+        self.assertTrue(logic.setupPythonRequirements(askConfirmation=False))
+        inputSequence, geometry = self._makeInput()
+        try:
+            outputs = logic.process(inputSequence, observedPhases=3, phasesToPredict=3, method="copy-last")
+        finally:
+            logic.shutdownEngine()
+        self._checkOutputs(outputs, inputSequence, geometry, [30.0, 40.0, 50.0])
+
+    def test_MotionModel(self):
+        self.delayDisplay("MedLVM: motion prediction with the bundled small model")
+        logic = MedLVMLogic()
+        inputSequence, geometry = self._makeInput()
+        progress = []
+        try:
+            outputs = logic.process(inputSequence, observedPhases=4, phasesToPredict=2, device="cpu",
+                                    onProgress=lambda stage, done, total: progress.append(stage))
+        finally:
+            logic.shutdownEngine()
+        self._checkOutputs(outputs, inputSequence, geometry, [40.0, 50.0])
+        self.assertTrue(progress)
+        self.delayDisplay("MedLVM test passed")

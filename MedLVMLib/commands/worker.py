@@ -1,0 +1,17 @@
+"""`medlvm worker`: the engine process of the Slicer module (JSON lines on stdin/stdout)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "serve requests from the Slicer module over stdin/stdout (JSON lines; no network port)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "Protocol: see MedLVMLib/worker.py. End of input or {\"cmd\": \"shutdown\"} stops the worker."
+
+
+def run(args: argparse.Namespace, progress=None) -> int:
+    from MedLVMLib.worker import serve_stdio
+
+    return serve_stdio()
