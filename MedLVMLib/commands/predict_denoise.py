@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by the denoise and super-resolution commands."""
+    """Model and sampling flags shared by the segment, denoise and super-resolution commands."""
     parser.add_argument("--model", default=None, help="model id or folder (default: bundled)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--sample", action="store_true", help="sample tokens (temperature/top-p) instead of greedy")

@@ -16,6 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
+from MedLVMLib.commands.predict_denoise import add_model_arguments, sampling
+
 HELP = "complete a segmentation from labelled slices or carry it to every phase of a 4D CT"
 METHODS = ("medlvm", "nearest", "registration")
 
@@ -35,16 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output label map (.nii.gz, .nrrd) or, with "
                                                                "--from-phase, .seq.nrrd / folder")
     parser.add_argument("--method", choices=METHODS, default="medlvm", help="MedLVM or a baseline")
-    parser.add_argument("--model", default=None, help="model id or folder (default: bundled)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--names", default=None, help="structure names: a labels.json-like file or '5=liver,1=spleen'")
     parser.add_argument("--examples", type=int, default=3, help="example pairs per sentence (default 3)")
-    parser.add_argument("--sample", action="store_true", help="sample tokens (temperature/top-p) instead of greedy")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32, help="sentences per model call")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_model_arguments(parser)
 
 
 def default_out(ct_path: Path, phases: bool) -> Path:
@@ -81,13 +76,6 @@ def parse_names(text, label_file: Path) -> dict:
         return {int(k): v.strip() for k, v in pairs}
     except ValueError:
         raise MedLVMError(f"--names: cannot read '{text}'; use 5=liver,1=spleen or a JSON file") from None
-
-
-def _sampling(args):
-    from MedLVMLib.tasks.segment import Sampling
-
-    return Sampling(greedy=not args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                    batch_size=args.batch_size)
 
 
 def _check_grid(ct_geometry, ct_shape, labels, label_path: Path, what: str) -> None:
@@ -129,7 +117,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
         result = segment.propagate_phases(phases.array, labels.array, args.from_phase, axis=args.axis,
                                           method=args.method, model=args.model, device=args.device,
                                           n_examples=args.examples,
-                                          spacing=phases.geometry.spacing, names=names, sampling=_sampling(args),
+                                          spacing=phases.geometry.spacing, names=names, sampling=sampling(args),
                                           progress=progress)
         label_seq = volumes.Phases(result.labels.astype(labels.array.dtype), phases.geometry, list(phases.labels),
                                    list(phases.index_values), phases.index_name, phases.index_unit)
@@ -141,7 +129,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
         result = segment.propagate_slices(ct.array, labels.array, slices=segment.parse_slices(args.slices),
                                           axis=args.axis, method=args.method, model=args.model, device=args.device,
                                           n_examples=args.examples,
-                                          spacing=ct.geometry.spacing, names=names, sampling=_sampling(args),
+                                          spacing=ct.geometry.spacing, names=names, sampling=sampling(args),
                                           progress=progress)
         volumes.write_volume(volumes.Volume(result.labels, ct.geometry), out, overwrite=args.overwrite)
     from MedLVMLib.outputs import atomic_path
