@@ -166,15 +166,20 @@ def _segment_cases(config: TaskEvalConfig, progress: Progress) -> list:
     return out
 
 
+def _start(out: Path, config: TaskEvalConfig, default_methods, progress: Optional[Progress]):
+    """Common set-up of every task evaluation: progress, methods, the model (only if MedLVM runs), the folder."""
+    methods = config.methods or default_methods
+    model = _model(config) if "medlvm" in methods else None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return ensure(progress), methods, model, out
+
+
 def evaluate_segment(out: Path, config: TaskEvalConfig = TaskEvalConfig(), progress: Optional[Progress] = None):
     """Slice propagation on every case, phase propagation on the 4D ones. Returns the rows."""
     from MedLVMLib.tasks import segment
 
-    progress = ensure(progress)
-    methods = config.methods or segment.METHODS
-    model = _model(config) if "medlvm" in methods else None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    progress, methods, model, out = _start(out, config, segment.METHODS, progress)
     rows, figures, seconds = [], [], {}
     for name, phases, labels, structures, geometry in _segment_cases(config, progress):
         ct, lab0 = phases[0], labels[0]
@@ -279,11 +284,7 @@ def evaluate_denoise(out: Path, config: TaskEvalConfig = TaskEvalConfig(), progr
     from MedLVMLib import noise, prompts
     from MedLVMLib.tasks import denoise
 
-    progress = ensure(progress)
-    methods = config.methods or denoise.METHODS
-    model = _model(config) if "medlvm" in methods else None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    progress, methods, model, out = _start(out, config, denoise.METHODS, progress)
     rows, figures, seconds = [], [], {}
     for name, clean, geometry in _image_cases(config, config.n_slices, progress):
         pixel = float(np.mean(geometry.spacing[:2]))
@@ -347,11 +348,7 @@ def evaluate_superres(out: Path, config: TaskEvalConfig = TaskEvalConfig(), prog
     """Thick slabs of F thin slices restored to thin slices (axis z) by every method."""
     from MedLVMLib.tasks import superres
 
-    progress = ensure(progress)
-    methods = config.methods or superres.METHODS
-    model = _model(config) if "medlvm" in methods else None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    progress, methods, model, out = _start(out, config, superres.METHODS, progress)
     rows, figures, seconds = [], [], {}
     f = config.factor
     for name, thin, geometry in _image_cases(config, None, progress):
