@@ -6,9 +6,8 @@ Low-dose CT is simulated from each case at the --photons levels; see `MedLVMLib.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from MedLVMLib.commands.evaluate_segment import add_common_arguments, check_report_folder, config_from_args
+from MedLVMLib.commands.evaluate_segment import add_common_arguments, config_from_args, write_report
 
 HELP = "evaluate zero-shot denoising against classic filters (CSV + figures + HTML)"
 METHODS = ("medlvm", "tv", "nlm", "bilateral")
@@ -23,7 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, progress=None) -> int:
     from MedLVMLib import evaluate_tasks
     from MedLVMLib.errors import MedLVMError
-    from MedLVMLib.progress import TqdmProgress
 
     try:
         photons = tuple(float(p) for p in args.photons.split(","))
@@ -32,9 +30,4 @@ def run(args: argparse.Namespace, progress=None) -> int:
     if not photons or min(photons) <= 0 or args.slices < 1:
         raise MedLVMError("--photons must be positive numbers and --slices >= 1")
     config = config_from_args(args, METHODS, photons=photons, n_slices=args.slices)
-    check_report_folder(args.out, args.overwrite)
-    progress = progress or TqdmProgress()
-    rows = evaluate_tasks.evaluate_denoise(args.out, config, progress)
-    progress.close()
-    print(f"{len(rows)} rows; report: {Path(args.out) / 'report.html'}")
-    return 0
+    return write_report(evaluate_tasks.evaluate_denoise, args, config, progress)

@@ -60,14 +60,20 @@ def check_report_folder(out: Path, overwrite: bool) -> None:
 def run(args: argparse.Namespace, progress=None) -> int:
     from MedLVMLib import evaluate_tasks
     from MedLVMLib.errors import MedLVMError
-    from MedLVMLib.progress import TqdmProgress
 
     if args.every < 2 or args.phases < 1:
         raise MedLVMError("--every must be >= 2 and --phases >= 1")
     config = config_from_args(args, ("medlvm", "nearest", "registration"), every=args.every, n_phases=args.phases)
+    return write_report(evaluate_tasks.evaluate_segment, args, config, progress)
+
+
+def write_report(evaluate, args: argparse.Namespace, config, progress=None) -> int:
+    """Shared tail of the task evaluations: refuse an existing folder, run `evaluate`, say where the report is."""
+    from MedLVMLib.progress import TqdmProgress
+
     check_report_folder(args.out, args.overwrite)
     progress = progress or TqdmProgress()
-    rows = evaluate_tasks.evaluate_segment(args.out, config, progress)
+    rows = evaluate(args.out, config, progress)
     progress.close()
     print(f"{len(rows)} rows; report: {Path(args.out) / 'report.html'}")
     return 0

@@ -6,9 +6,8 @@ Thin slices are averaged --factor at a time into thick slabs and restored; see `
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from MedLVMLib.commands.evaluate_segment import add_common_arguments, check_report_folder, config_from_args
+from MedLVMLib.commands.evaluate_segment import add_common_arguments, config_from_args, write_report
 
 HELP = "evaluate zero-shot super-resolution (thick to thin slices) against interpolation (CSV + figures + HTML)"
 METHODS = ("medlvm", "nearest", "linear", "cubic")
@@ -23,16 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, progress=None) -> int:
     from MedLVMLib import evaluate_tasks
     from MedLVMLib.errors import MedLVMError
-    from MedLVMLib.progress import TqdmProgress
     from MedLVMLib.tasks.superres import check_factor
 
     factor = check_factor(args.factor, "z")
     if args.planes < 1:
         raise MedLVMError("--planes must be >= 1")
     config = config_from_args(args, METHODS, factor=factor, n_planes=args.planes)
-    check_report_folder(args.out, args.overwrite)
-    progress = progress or TqdmProgress()
-    rows = evaluate_tasks.evaluate_superres(args.out, config, progress)
-    progress.close()
-    print(f"{len(rows)} rows; report: {Path(args.out) / 'report.html'}")
-    return 0
+    return write_report(evaluate_tasks.evaluate_superres, args, config, progress)
