@@ -79,7 +79,7 @@ def generate_images(model: Transformer, prompt: torch.Tensor, n_images: int, tok
     Args:
         prompt: (B, T) token ids; T need not be a multiple of tokens_per_image.
         max_context_images: images kept when the sentence outgrows block_size (default block_size // tpi - 1).
-        kv_dtype: KV cache dtype (default: the model's weight dtype).
+        kv_dtype: KV cache dtype (default: the model's compute_dtype(): fp32 on CPU, the weights' dtype elsewhere).
     Returns:
         (B, n_images, tokens_per_image) int64 on the model's device.
     """

@@ -11,12 +11,14 @@ B tokens per (weights + average KV cache bytes) / bandwidth. Prints a Markdown t
 
     python benchmarks/decode.py                                   # lvm-100m, prompt 1280, 256 new, B = 1 and 32
     python benchmarks/decode.py --batch 1 4 --new-tokens 32 --prompt 256 --threads 1   # quick
+    python benchmarks/decode.py --dtype bf16 --hf-dtype fp32     # CPU mixed mode against HF's fastest CPU setting
     python benchmarks/decode.py --device cuda --dtype bf16        # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -54,6 +56,18 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> f
     return best
 
 
+def cpu_name() -> str:
+    """The CPU model as the OS names it (figures differ between CPU generations)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def measure_bandwidth(device: torch.device, megabytes: int = 512) -> float:
     """Copy bandwidth in GB/s, counting bytes read plus bytes written."""
     n = megabytes * 2**20 // 4
@@ -63,15 +77,22 @@ def measure_bandwidth(device: torch.device, megabytes: int = 512) -> float:
     return 2 * n * 4 / seconds / 1e9
 
 
-def build_models(config: TransformerConfig, device: torch.device, dtype: torch.dtype, with_hf: bool):
+def build_models(config: TransformerConfig, device: torch.device, dtype: torch.dtype,
+                 hf_dtype: Optional[torch.dtype]):
+    """Ours in `dtype` and HF in `hf_dtype` (None: no HF model), with the same random weights."""
     torch.manual_seed(0)
     ours = Transformer(config)
     with torch.no_grad():
         for p in ours.parameters():
             if p.ndim == 2:
                 p.normal_(0.0, 0.02)
-    ours = ours.to(device=device, dtype=dtype).eval()
-    if not with_hf:
+    ours = ours.eval()
+    fp32_logits = None
+    if dtype != torch.float32:  # keep the fp32 reference logits to report what the cast costs in accuracy
+        fp32_logits = _agreement_logits(ours.to(device))
+    ours = ours.to(device=device, dtype=dtype)
+    ours.fp32_logits = fp32_logits
+    if hf_dtype is None:
         return ours, None
     import transformers
 
@@ -83,7 +104,26 @@ def build_models(config: TransformerConfig, device: torch.device, dtype: torch.d
         rope_parameters={"rope_type": "default", "rope_theta": config.rope_base})
     hf = transformers.LlamaForCausalLM(hf_config)
     hf.load_state_dict(ours.state_dict(), strict=False)  # the same weights (HF key names)
-    return ours, hf.to(device=device, dtype=dtype).eval()
+    return ours, hf.to(device=device, dtype=hf_dtype).eval()
+
+
+@torch.inference_mode()
+def _agreement_logits(model: Transformer, tokens: int = 256) -> torch.Tensor:
+    """Logits of a fixed random sentence (no cache), fp32."""
+    gen = torch.Generator().manual_seed(1234)
+    idx = torch.randint(0, model.config.codebook_size, (1, tokens), generator=gen)
+    return model(idx.to(model.lm_head.weight.device))[0, :, :model.config.codebook_size].float()
+
+
+def accuracy_line(ours: Transformer) -> str:
+    """How far the cast model's logits lie from fp32's: top-1 agreement and the largest difference."""
+    if ours.fp32_logits is None:
+        return ""
+    ref, got = ours.fp32_logits, _agreement_logits(ours)
+    agree = (ref.argmax(-1) == got.argmax(-1)).float().mean().item()
+    return (f"Accuracy of the cast model against fp32 on {ref.shape[0]} positions: top-1 agreement "
+            f"{100 * agree:.1f} %, max |logit difference| {(ref - got).abs().max().item():.3g} "
+            f"(logit std {ref.std().item():.3g}).")
 
 
 class DecodeClock:
@@ -147,11 +187,12 @@ def decode_rate(run: Callable[[int, DecodeClock], object], batch: int, new_token
     return best
 
 
-def bound_tokens_per_s(config: TransformerConfig, batch: int, context: float, elem: int, bandwidth: float) -> float:
+def bound_tokens_per_s(config: TransformerConfig, batch: int, context: float, weight_elem: int, kv_elem: int,
+                       bandwidth: float) -> float:
     """Bandwidth bound: every decode step reads all weights but the embedding table, plus the KV cache."""
     weights = (config.n_layer * (4 * config.dim**2 + 3 * config.dim * config.intermediate_size)
-               + config.vocab_size * config.dim) * elem
-    kv = 2 * config.n_layer * batch * context * config.dim * elem
+               + config.vocab_size * config.dim) * weight_elem
+    kv = 2 * config.n_layer * batch * context * config.dim * kv_elem
     return batch / ((weights + kv) / (bandwidth * 1e9))
 
 
@@ -167,18 +208,22 @@ def bench_batch(args, config, ours, hf, batch: int, device, bandwidth: float) ->
             row[key], row[key + "_prefill"], _ = decode_rate(
                 lambda n, c, s=static: run_hf(hf, prompt, n, c, config.codebook_size, s), batch, args.new_tokens,
                 device, args.repeats)
-    elem = torch.tensor([], dtype=DTYPES[args.dtype]).element_size()
-    row["bound"] = bound_tokens_per_s(config, batch, args.prompt + args.new_tokens / 2, elem, bandwidth)
+    weight_elem = ours.lm_head.weight.element_size()
+    kv_elem = torch.tensor([], dtype=ours.compute_dtype()).element_size()  # the KV cache's dtype
+    row["bound"] = bound_tokens_per_s(config, batch, args.prompt + args.new_tokens / 2, weight_elem, kv_elem,
+                                      bandwidth)
     return row
 
 
-def table(rows: list, args, config: TransformerConfig, bandwidth: float, device) -> str:
+def table(rows: list, args, config: TransformerConfig, bandwidth: float, device, kv_dtype: torch.dtype) -> str:
     def ratio(a: Optional[float], b: Optional[float]) -> str:
         return f"{a / b:.2f}x" if a and b else "-"
 
     lines = [f"Decode benchmark: preset {args.config} ({config.dim}d, {config.n_layer} layers, vocab "
-             f"{config.vocab_size}), prompt {args.prompt}, {args.new_tokens} new tokens, {args.dtype}, {device}, "
-             f"{torch.get_num_threads()} threads, torch {torch.__version__}; copy bandwidth {bandwidth:.1f} GB/s",
+             f"{config.vocab_size}), prompt {args.prompt}, {args.new_tokens} new tokens, ours {args.dtype} "
+             f"(KV cache {str(kv_dtype).replace('torch.', '')}), HF {args.hf_dtype or args.dtype}, {device}, "
+             f"{torch.get_num_threads()} threads, torch {torch.__version__}, {cpu_name()}; copy bandwidth "
+             f"{bandwidth:.1f} GB/s",
              "",
              "| B | ours tok/s | HF default tok/s | HF static tok/s | ours / HF default | ours / HF static "
              "| bound tok/s | ours % of bound | prefill s: ours / HF | cpu/wall |",
@@ -197,7 +242,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
     parser.add_argument("--prompt", type=int, default=1280, help="prompt tokens (default 1280 = 5 images)")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated (default 256 = 1 image)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                        help="our weights' dtype (on CPU bf16/fp16 run in mixed mode: fp32 activations and KV cache)")
+    parser.add_argument("--hf-dtype", choices=sorted(DTYPES), default=None, help="HF's dtype (default: --dtype)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=1, help="best of N timings (default 1)")
@@ -209,10 +256,14 @@ def main(argv=None) -> int:
     config = TransformerConfig.from_name(args.config)
     if args.prompt + args.new_tokens > config.block_size:
         parser.error(f"prompt + new tokens exceed block_size {config.block_size}")
-    ours, hf = build_models(config, device, DTYPES[args.dtype], not args.skip_hf)
+    hf_dtype = None if args.skip_hf else DTYPES[args.hf_dtype or args.dtype]
+    ours, hf = build_models(config, device, DTYPES[args.dtype], hf_dtype)
     bandwidth = measure_bandwidth(device)
     rows = [bench_batch(args, config, ours, hf, b, device, bandwidth) for b in args.batch]
-    print(table(rows, args, config, bandwidth, device))
+    print(table(rows, args, config, bandwidth, device, ours.compute_dtype()))
+    line = accuracy_line(ours)
+    if line:
+        print("\n" + line)
     return 0
 
 

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default="medlvm", help="MedLVM or a baseline")
     parser.add_argument("--model", default=None, help="model id (see `medlvm models`) or folder (default: bundled)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"),
+                        help="transformer weights (default: bf16 on CUDA, fp32 on CPU; bf16 on a CPU runs the "
+                        "matmuls in bf16 and the rest in fp32, about 1.3-1.7x faster decoding for large models)")
     parser.add_argument(
         "--axis",
         default=None,
@@ -124,6 +127,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
             samples=args.samples,
             seed=args.seed,
             device=args.device,
+            dtype=args.dtype,
             temperature=args.temperature,
             top_p=args.top_p,
             greedy=args.greedy,

@@ -7,6 +7,9 @@ the official LVM safetensors load unchanged. Internally q/k/v and gate/up are fu
 RoPE uses HF's rotate-half layout with theta = `rope_base`. Attention is SDPA. With `setup_caches(B, T)` the
 model keeps a static, preallocated KV cache and `forward(idx, input_pos)` writes at `input_pos`; without
 `input_pos` it is a plain causal forward (training).
+
+On CPU, half-precision weights run in mixed mode: the matmuls in bf16/fp16, everything else (and the KV cache)
+in fp32; see `Linear` and `Transformer.compute_dtype`.
 """
 
 from __future__ import annotations
@@ -59,6 +62,19 @@ def _split_hook(names: list, fused: str, sizes: list):
     return hook
 
 
+class Linear(nn.Linear):
+    """nn.Linear whose input may have another dtype than its weight: the matmul runs in the weight's dtype
+    and the result comes back in the input's. This is the CPU mixed mode: bf16 weights halve the bytes a
+    decode step streams (and use the CPU's bf16 dot products) while norms, RoPE, attention and the KV cache
+    stay fp32, because half-precision attention and elementwise ops are several times slower on CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if x.dtype == weight.dtype:
+            return F.linear(x, weight)
+        return F.linear(x.to(weight.dtype), weight).to(x.dtype)
+
+
 class KVCache(nn.Module):
     def __init__(self, batch: int, n_head: int, length: int, head_dim: int, dtype: torch.dtype, device):
         super().__init__()
@@ -79,8 +95,8 @@ class Attention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.n_head, self.head_dim, self.dim = config.n_head, config.head_dim, config.dim
-        self.qkv_proj = nn.Linear(config.dim, 3 * config.dim, bias=False)
-        self.o_proj = nn.Linear(config.dim, config.dim, bias=False)
+        self.qkv_proj = Linear(config.dim, 3 * config.dim, bias=False)
+        self.o_proj = Linear(config.dim, config.dim, bias=False)
         self.kv_cache: Optional[KVCache] = None
         names = ["q_proj", "k_proj", "v_proj"]
         self._register_load_state_dict_pre_hook(_fuse_hook(names, "qkv_proj"))
@@ -115,8 +131,8 @@ class FeedForward(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.inter = config.intermediate_size
-        self.gate_up_proj = nn.Linear(config.dim, 2 * config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.dim, bias=False)
+        self.gate_up_proj = Linear(config.dim, 2 * config.intermediate_size, bias=False)
+        self.down_proj = Linear(config.intermediate_size, config.dim, bias=False)
         names = ["gate_proj", "up_proj"]
         self._register_load_state_dict_pre_hook(_fuse_hook(names, "gate_up_proj"))
         self._register_state_dict_hook(_split_hook(names, "gate_up_proj", [self.inter] * 2))
@@ -178,10 +194,22 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.model = _Backbone(config)
-        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.dim, config.vocab_size, bias=False)
         self.reset_rope()
         self.max_batch_size = 0
         self.max_seq_length = 0
+        self.activation_dtype: Optional[torch.dtype] = None  # None: see compute_dtype()
+
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the activations and (by default) the KV cache.
+
+        `activation_dtype` when set; otherwise the weights' dtype on accelerators and fp32 on CPU, where
+        bf16/fp16 weights run in mixed mode (see `Linear`).
+        """
+        if self.activation_dtype is not None:
+            return self.activation_dtype
+        weight = self.lm_head.weight
+        return torch.float32 if weight.device.type == "cpu" else weight.dtype
 
     def reset_rope(self, device=None) -> None:
         """(Re)compute the RoPE tables, e.g. after the weights were loaded onto a meta-built model."""
@@ -193,17 +221,19 @@ class Transformer(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def setup_caches(self, max_batch_size: int, max_seq_length: int, dtype: Optional[torch.dtype] = None) -> None:
-        """Preallocate a KV cache per layer: (max_batch_size, n_head, max_seq_length, head_dim)."""
+        """Preallocate a KV cache per layer: (max_batch_size, n_head, max_seq_length, head_dim).
+
+        dtype: the cache's dtype (default `compute_dtype()`).
+        """
         if max_seq_length > self.config.block_size:
             raise InputError(f"max_seq_length {max_seq_length} exceeds block_size {self.config.block_size}")
         if max_batch_size <= self.max_batch_size and max_seq_length <= self.max_seq_length and (
-                dtype is None or dtype == self.model.layers[0].self_attn.kv_cache.k.dtype):
+                (dtype or self.compute_dtype()) == self.model.layers[0].self_attn.kv_cache.k.dtype):
             return  # the existing cache is large enough
-        weight = self.lm_head.weight
         c = self.config
         for layer in self.model.layers:
             layer.self_attn.kv_cache = KVCache(max_batch_size, c.n_head, max_seq_length, c.head_dim,
-                                               dtype or weight.dtype, weight.device)
+                                               dtype or self.compute_dtype(), self.lm_head.weight.device)
         self.max_batch_size, self.max_seq_length = max_batch_size, max_seq_length
 
     def clear_caches(self) -> None:
@@ -227,7 +257,7 @@ class Transformer(nn.Module):
         if start is not None and (self.max_seq_length < first + t or self.max_batch_size < b):
             raise InputError("call setup_caches(batch, length) large enough before a cached forward")
         cos, sin = self.rope_cos[first:first + t], self.rope_sin[first:first + t]
-        x = self.model.embed_tokens(idx)  # (B, T, C)
+        x = self.model.embed_tokens(idx).to(self.compute_dtype())  # (B, T, C)
         for layer in self.model.layers:
             x = layer(x, cos, sin, start)
         if last_only:

@@ -104,13 +104,16 @@ def check_motion_args(phases: Any, n_observed: int, n_future: Optional[int], axi
     return future
 
 
-def resolve_model(model: Any, device: str = "auto"):
-    """A MedLVMModel from None (the bundled default), a registry id, a folder path, or a model object."""
+def resolve_model(model: Any, device: str = "auto", dtype: Any = None):
+    """A MedLVMModel from None (the bundled default), a registry id, a folder path, or a model object.
+
+    dtype: the transformer's weights when loading (None: bf16 on CUDA, fp32 on CPU; bf16 on CPU runs mixed).
+    """
     from MedLVMLib import api
 
     if isinstance(model, api.MedLVMModel):
         return model
-    return api.load_model(None if model is None else str(model), device=device)
+    return api.load_model(None if model is None else str(model), device=device, dtype=dtype)
 
 
 def _predicted_phases(observed: Phases, array: np.ndarray) -> Phases:
@@ -183,7 +186,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
                    model: Any = None, axis: str = DEFAULT_AXIS, samples: int = 1, seed: Optional[int] = 0,
                    device: str = "auto", temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
                    batch_size: Optional[int] = None, render: str = DEFAULT_RENDER, fuse: str = "mean",
-                   progress: Optional[Progress] = None) -> MotionResult:
+                   dtype: Any = None, progress: Optional[Progress] = None) -> MotionResult:
     """Predict the phases after the first `n_observed` of a 4D CT.
 
     Args:
@@ -195,12 +198,13 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         seed: sampling seed (sample i uses seed + i); temperature / top_p / greedy: sampling options.
         batch_size: slices per model call (None: chosen by the engine; halved on out-of-memory).
         render: "direct" (decoded frames) or "warp" (native last phase warped by the predicted motion).
+        dtype: transformer weights when `model` is loaded here ("fp32" | "bf16" | "fp16"; None: per device).
     Returns:
         MotionResult with `predicted` [n_future, Z, Y, X] HU on the input's geometry.
     """
     n_future = check_motion_args(phases, n_observed, n_future, axis, render, samples, fuse)
     progress = ensure(progress)
-    model = resolve_model(model, device)
+    model = resolve_model(model, device, dtype)
     common.check_model_pair(model)
     observed = phases.select(list(range(n_observed)))
     axes = ["coronal", "sagittal", "axial"] if axis == "multi" else [axis]

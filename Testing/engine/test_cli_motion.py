@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 
 from MedLVMLib import api, cases, checkpoints, volumes
 from MedLVMLib.cli import main
@@ -62,6 +63,22 @@ def test_output_forms(files, tmp_path, out_name, source):
         names = sorted(p.name for p in out.iterdir() if p.suffix == ".nrrd")
         observed = sorted(p.name for p in (files / "ct_folder").iterdir() if p.suffix == ".nrrd")[:5]
         assert len(names) == 3 and observed[-1] < names[0]  # predicted files sort after the observed ones
+
+
+def test_dtype_flag_loads_bf16_weights(files, tmp_path, monkeypatch):
+    loaded = []
+    real = api.load_model
+
+    def spy(*args, **kwargs):
+        loaded.append(real(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(api, "load_model", spy)
+    out = tmp_path / "pred.seq.nrrd"
+    assert _predict(files, out, "--dtype", "bf16", "--future", "2") == 0
+    assert [m.transformer.lm_head.weight.dtype for m in loaded] == [torch.bfloat16]
+    predicted = volumes.read_phases(out)
+    assert predicted.array.shape == (2, 10, 12, 14) and np.isfinite(predicted.array).all()
 
 
 def test_samples_write_mean_and_std(files, tmp_path):

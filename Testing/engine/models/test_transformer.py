@@ -117,6 +117,34 @@ def test_bf16_cache_close_to_fp32():
     assert (cached - full).abs().max().item() < 0.05 * full.abs().max().item()
 
 
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_half_weights_on_cpu_run_in_mixed_mode(half):
+    """bf16/fp16 weights on CPU: matmuls in half, activations, logits and KV cache in fp32, close to fp32."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig.from_name("tiny")).eval()
+    idx = torch.randint(0, 64, (2, 40))
+    with torch.no_grad():
+        ref = model(idx)
+        model.to(half)
+        assert model.lm_head.weight.dtype == half and model.compute_dtype() == torch.float32
+        full = model(idx)
+        model.setup_caches(2, 64)
+        cached = torch.cat([model(idx[:, :32], 0), model(idx[:, 32:], 32)], dim=1)
+    assert model.model.layers[0].self_attn.kv_cache.k.dtype == torch.float32
+    assert full.dtype == torch.float32 and cached.dtype == torch.float32
+    assert torch.allclose(cached, full, atol=1e-5)  # the cache is exact in mixed mode
+    tolerance = 0.05 if half == torch.bfloat16 else 0.01  # bf16 keeps 8 mantissa bits, fp16 11
+    assert (full - ref).abs().max().item() < tolerance * ref.abs().max().item()
+    assert (full - ref).abs().max().item() > 0  # the matmuls really ran in half precision
+
+
+def test_activation_dtype_overrides_the_cpu_rule():
+    model = Transformer(TransformerConfig.from_name("tiny")).eval().to(torch.bfloat16)
+    model.activation_dtype = torch.bfloat16
+    with torch.no_grad():
+        assert model(torch.zeros(1, 4, dtype=torch.long)).dtype == torch.bfloat16
+
+
 def test_errors():
     model = Transformer(TransformerConfig.from_name("tiny"))
     with pytest.raises(InputError, match="block_size"):
