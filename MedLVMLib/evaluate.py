@@ -23,6 +23,7 @@ Method names: "medlvm" (options from `MotionEvalConfig`), variants "medlvm:<axis
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ class MotionEvalConfig:
     render: Optional[str] = None
     samples: int = 1
     seed: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = False
     device: str = "auto"
     batch_size: Optional[int] = None
     n_cases: Optional[int] = None
@@ -81,23 +85,43 @@ def canonical_organ(name: str) -> str:
     return low
 
 
+def parse_sampling(spec: str, config: MotionEvalConfig) -> dict:
+    """The sampling part of a method name: '' (the config's), 'greedy', 't0.5' or 't0.7p0.9' (temperature, top-p)."""
+    if not spec:
+        return dict(temperature=config.temperature, top_p=config.top_p, greedy=config.greedy)
+    if spec == "greedy":
+        return dict(temperature=config.temperature, top_p=config.top_p, greedy=True)
+    match = re.fullmatch(r"t([0-9.]+)(?:p([0-9.]+))?", spec)
+    try:
+        temperature, top_p = float(match.group(1)), float(match.group(2) or 1.0)
+    except (AttributeError, ValueError):
+        raise MedLVMError(f"sampling '{spec}' must be 'greedy', 't<temperature>' or 't<temperature>p<top-p>', "
+                          "e.g. t0.7p0.9") from None
+    if temperature <= 0 or not 0 < top_p <= 1:
+        raise MedLVMError(f"sampling '{spec}': temperature must be > 0 and top-p in (0, 1]")
+    return dict(temperature=temperature, top_p=top_p, greedy=False)
+
+
 def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
-    """'medlvm:coronal:warp' -> ('medlvm', options); a baseline -> (name, {})."""
+    """'medlvm:coronal:warp[:sampling]' -> ('medlvm', options); a baseline -> (name, {})."""
     from MedLVMLib.tasks import motion
 
     parts = method.split(":")
     if parts[0] != "medlvm":
         if method not in motion.METHODS:
             raise MedLVMError(f"unknown method '{method}'; choose from {', '.join(motion.METHODS)} "
-                              "or medlvm:<axis>:<render>")
+                              "or medlvm:<axis>:<render>[:<sampling>]")
         return method, {}
     axis = parts[1] if len(parts) > 1 and parts[1] else (config.axis or motion.DEFAULT_AXIS)
     render = parts[2] if len(parts) > 2 and parts[2] else (config.render or motion.DEFAULT_RENDER)
     if axis not in motion.AXIS_CHOICES or render not in motion.RENDER_CHOICES:
         raise MedLVMError(f"method '{method}': axis must be one of {motion.AXIS_CHOICES}, render one of "
                           f"{motion.RENDER_CHOICES}")
+    if len(parts) > 4:
+        raise MedLVMError(f"method '{method}' has more than medlvm:<axis>:<render>:<sampling>")
+    sampling = parse_sampling(parts[3] if len(parts) > 3 else "", config)
     return "medlvm", dict(model=config.model, axis=axis, render=render, samples=config.samples, seed=config.seed,
-                          device=config.device, batch_size=config.batch_size)
+                          device=config.device, batch_size=config.batch_size, **sampling)
 
 
 def mask_rows(case_name: str, phase: str, method: str, truth: np.ndarray, predicted: np.ndarray,
@@ -157,29 +181,34 @@ def _truth_as_prediction(case, n_observed: int, n_future: int) -> Phases:
 
 
 def run_methods(case, config: MotionEvalConfig) -> tuple[dict[str, Phases], dict[str, float]]:
-    """Predictions and seconds per method on one case. A "direct" MedLVM variant whose axis also has a "warp"
-    variant reuses that run's decoded frames (the same generation, rendered both ways)."""
+    """Predictions and seconds per method on one case. A "direct" MedLVM variant whose axis and sampling also
+    have a "warp" variant reuses that run's decoded frames (the same generation, rendered both ways)."""
     from MedLVMLib.tasks import motion
 
     k = config.n_observed
     n_future = case.phases.n_phases - k
     parsed = {m: parse_method(m, config) for m in config.methods}
-    warp_axes = {o["axis"] for _, o in parsed.values() if o.get("render") == "warp"}
+    warp_keys = {_generation_key(o) for _, o in parsed.values() if o.get("render") == "warp"}
     predictions, seconds, warp_runs = {}, {}, {}
     for method in sorted(config.methods, key=lambda m: parsed[m][1].get("render") != "warp"):
         name, options = parsed[method]
         t0 = time.perf_counter()
-        if name == "medlvm" and options["render"] == "direct" and options["axis"] in warp_axes:
-            result = warp_runs[options["axis"]]
+        if name == "medlvm" and options["render"] == "direct" and _generation_key(options) in warp_keys:
+            result = warp_runs[_generation_key(options)]
             predictions[method] = result.decoded
             seconds[method] = sum(result.timings.get(s, 0.0) for s in ("tokenize", "generate", "decode"))
             continue
         result = motion.predict_with_method(name, case.phases, k, n_future, **options)
         if name == "medlvm" and options["render"] == "warp":
-            warp_runs[options["axis"]] = result
+            warp_runs[_generation_key(options)] = result
         seconds[method] = time.perf_counter() - t0
         predictions[method] = result.predicted
     return {m: predictions[m] for m in config.methods}, seconds
+
+
+def _generation_key(options: dict) -> tuple:
+    """What makes two MedLVM variants share one generation: axis and sampling."""
+    return options["axis"], options["temperature"], options["top_p"], options["greedy"]
 
 
 def evaluate_case(case, case_name: str, config: MotionEvalConfig, progress: Optional[Progress] = None

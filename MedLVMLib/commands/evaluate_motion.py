@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                 "--make-phantoms writes them")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--methods", default="medlvm,copy-last,mirror,dvf,pca",
-                        help="comma-separated: medlvm, medlvm:<axis>:<render> variants, copy-last, mirror, dvf, pca")
+                        help="comma-separated: medlvm, medlvm:<axis>:<render>[:<sampling>] variants (sampling: greedy, "
+                        "t0.5, t0.7p0.9; empty parts take the flags' values), copy-last, mirror, dvf, pca")
     parser.add_argument("--observed", type=int, default=5)
     parser.add_argument("--model", default=None, help="model id or folder (default: bundled)")
     parser.add_argument("--device", default="auto")
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--render", default=None, choices=("direct", "warp"))
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--greedy", action="store_true", help="most likely token instead of sampling")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--cases", type=int, default=None, help="evaluate only the first N cases")
     parser.add_argument("--heatmaps", type=int, default=3, help="cases that get a difference heatmap figure")
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config = evaluate.MotionEvalConfig(methods=methods, n_observed=args.observed, model=args.model,
                                        axis=args.axis, render=args.render, samples=args.samples, seed=args.seed,
+                                       temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,
                                        device=args.device, batch_size=args.batch_size, n_cases=args.cases,
                                        heatmap_cases=args.heatmaps, reference=not args.no_reference)
     for method in methods:

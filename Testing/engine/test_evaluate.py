@@ -42,9 +42,20 @@ def test_parse_method_variants():
     name, options = evaluate.parse_method("medlvm:multi:warp", config)
     assert name == "medlvm" and (options["axis"], options["render"]) == ("multi", "warp")
     assert evaluate.parse_method("pca", config) == ("pca", {})
-    for bad in ("medlvm:diagonal", "oracle"):
+    for bad in ("medlvm:diagonal", "oracle", "medlvm:::hot", "medlvm:::t0", "medlvm:::t1p1.5", "medlvm::::x"):
         with pytest.raises(MedLVMError):
             evaluate.parse_method(bad, config)
+
+
+def test_parse_method_sampling():
+    config = evaluate.MotionEvalConfig(temperature=0.8, top_p=0.95)
+    default = evaluate.parse_method("medlvm", config)[1]
+    assert (default["temperature"], default["top_p"], default["greedy"]) == (0.8, 0.95, False)
+    assert evaluate.parse_method("medlvm:::greedy", config)[1]["greedy"] is True
+    options = evaluate.parse_method("medlvm:axial:direct:t0.5p0.9", config)[1]
+    assert (options["axis"], options["render"], options["temperature"], options["top_p"]) == (
+        "axial", "direct", 0.5, 0.9)
+    assert evaluate.parse_method("medlvm:::t0.7", config)[1]["top_p"] == 1.0
 
 
 def test_copy_last_scores_are_exact_when_nothing_moves():
