@@ -11,13 +11,14 @@ B tokens per (weights + average KV cache bytes) / bandwidth. Prints a Markdown t
 
     python benchmarks/decode.py                                   # lvm-100m, prompt 1280, 256 new, B = 1 and 32
     python benchmarks/decode.py --batch 1 4 --new-tokens 32 --prompt 256 --threads 1   # quick
-    python benchmarks/decode.py --dtype bf16 --hf-dtype fp32     # CPU mixed mode against HF's fastest CPU setting
+    python benchmarks/decode.py --dtype fp32 bf16                 # ours in fp32 and in CPU mixed mode, HF in fp32
     python benchmarks/decode.py --device cuda --dtype bf16        # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import time
 from pathlib import Path
@@ -77,21 +78,25 @@ def measure_bandwidth(device: torch.device, megabytes: int = 512) -> float:
     return 2 * n * 4 / seconds / 1e9
 
 
-def build_models(config: TransformerConfig, device: torch.device, dtype: torch.dtype,
+def build_models(config: TransformerConfig, device: torch.device, dtypes: list,
                  hf_dtype: Optional[torch.dtype]):
-    """Ours in `dtype` and HF in `hf_dtype` (None: no HF model), with the same random weights."""
+    """Ours in each of `dtypes` ({name: model}) and HF in `hf_dtype` (None: no HF), with the same random weights.
+
+    Each of our models not in fp32 carries `fp32_logits`, the reference for `accuracy_line`.
+    """
     torch.manual_seed(0)
-    ours = Transformer(config)
+    base = Transformer(config)
     with torch.no_grad():
-        for p in ours.parameters():
+        for p in base.parameters():
             if p.ndim == 2:
                 p.normal_(0.0, 0.02)
-    ours = ours.eval()
-    fp32_logits = None
-    if dtype != torch.float32:  # keep the fp32 reference logits to report what the cast costs in accuracy
-        fp32_logits = _agreement_logits(ours.to(device))
-    ours = ours.to(device=device, dtype=dtype)
-    ours.fp32_logits = fp32_logits
+    base = base.eval().to(device)
+    reference = _agreement_logits(base)
+    ours = {}
+    for name in dtypes:
+        model = copy.deepcopy(base).to(dtype=DTYPES[name])
+        model.fp32_logits = None if DTYPES[name] == torch.float32 else reference
+        ours[name] = model
     if hf_dtype is None:
         return ours, None
     import transformers
@@ -103,7 +108,7 @@ def build_models(config: TransformerConfig, device: torch.device, dtype: torch.d
         max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps, tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": config.rope_base})
     hf = transformers.LlamaForCausalLM(hf_config)
-    hf.load_state_dict(ours.state_dict(), strict=False)  # the same weights (HF key names)
+    hf.load_state_dict(base.state_dict(), strict=False)  # the same weights (HF key names)
     return ours, hf.to(device=device, dtype=hf_dtype).eval()
 
 
@@ -115,13 +120,13 @@ def _agreement_logits(model: Transformer, tokens: int = 256) -> torch.Tensor:
     return model(idx.to(model.lm_head.weight.device))[0, :, :model.config.codebook_size].float()
 
 
-def accuracy_line(ours: Transformer) -> str:
+def accuracy_line(name: str, ours: Transformer) -> str:
     """How far the cast model's logits lie from fp32's: top-1 agreement and the largest difference."""
     if ours.fp32_logits is None:
         return ""
     ref, got = ours.fp32_logits, _agreement_logits(ours)
     agree = (ref.argmax(-1) == got.argmax(-1)).float().mean().item()
-    return (f"Accuracy of the cast model against fp32 on {ref.shape[0]} positions: top-1 agreement "
+    return (f"Accuracy of ours {name} against fp32 on {ref.shape[0]} positions: top-1 agreement "
             f"{100 * agree:.1f} %, max |logit difference| {(ref - got).abs().max().item():.3g} "
             f"(logit std {ref.std().item():.3g}).")
 
@@ -172,7 +177,7 @@ def run_hf(hf, prompt: torch.Tensor, n: int, clock: DecodeClock, codebook_size: 
 
 def decode_rate(run: Callable[[int, DecodeClock], object], batch: int, new_tokens: int, device, repeats: int):
     """Best of `repeats`: (decode tokens/s, prefill seconds, cpu/wall ratio during decode)."""
-    run(2, DecodeClock(device))  # warm-up (allocations, first-call overheads)
+    run(2, DecodeClock(device), warmup=True)  # allocations, first-call overheads
     best = (0.0, 0.0, 0.0)
     for _ in range(repeats):
         clock = DecodeClock(device)
@@ -196,41 +201,53 @@ def bound_tokens_per_s(config: TransformerConfig, batch: int, context: float, we
     return batch / ((weights + kv) / (bandwidth * 1e9))
 
 
-def bench_batch(args, config, ours, hf, batch: int, device, bandwidth: float) -> dict:
+def bench_batch(args, config, ours: dict, hf, batch: int, device, bandwidth: float) -> list:
+    """One row per dtype of ours, all against the same HF timings of this batch size."""
     gen = torch.Generator().manual_seed(batch)
     prompt = torch.randint(0, config.codebook_size, (batch, args.prompt), generator=gen).to(device)
-    row = {"B": batch}
-    row["ours"], row["prefill"], row["cpu"] = decode_rate(lambda n, c: run_ours(ours, prompt, n, c), batch,
-                                                          args.new_tokens, device, args.repeats)
-    ours.clear_caches()
+
+    def prompt_for(warmup: bool) -> torch.Tensor:  # the warm-up needs the code paths, not the long prefill
+        return prompt[:, :64] if warmup else prompt
+
+    hf_row = {}
     if hf is not None:
         for key, static in (("hf_default", False), ("hf_static", True)):
-            row[key], row[key + "_prefill"], _ = decode_rate(
-                lambda n, c, s=static: run_hf(hf, prompt, n, c, config.codebook_size, s), batch, args.new_tokens,
-                device, args.repeats)
-    weight_elem = ours.lm_head.weight.element_size()
-    kv_elem = torch.tensor([], dtype=ours.compute_dtype()).element_size()  # the KV cache's dtype
-    row["bound"] = bound_tokens_per_s(config, batch, args.prompt + args.new_tokens / 2, weight_elem, kv_elem,
-                                      bandwidth)
-    return row
+            hf_row[key], hf_row[key + "_prefill"], _ = decode_rate(
+                lambda n, c, warmup=False, s=static: run_hf(hf, prompt_for(warmup), n, c, config.codebook_size, s),
+                batch, args.new_tokens, device, args.repeats)
+    rows = []
+    for name, model in ours.items():
+        row = {"B": batch, "dtype": name, **hf_row}
+        row["ours"], row["prefill"], row["cpu"] = decode_rate(
+            lambda n, c, warmup=False, m=model: run_ours(m, prompt_for(warmup), n, c), batch, args.new_tokens,
+            device, args.repeats)
+        model.clear_caches()
+        weight_elem = model.lm_head.weight.element_size()
+        kv_elem = torch.tensor([], dtype=model.compute_dtype()).element_size()  # the KV cache's dtype
+        row["kv"] = str(model.compute_dtype()).replace("torch.", "")
+        row["bound"] = bound_tokens_per_s(config, batch, args.prompt + args.new_tokens / 2, weight_elem, kv_elem,
+                                          bandwidth)
+        rows.append(row)
+    return rows
 
 
-def table(rows: list, args, config: TransformerConfig, bandwidth: float, device, kv_dtype: torch.dtype) -> str:
+def table(rows: list, args, config: TransformerConfig, bandwidth: float, device) -> str:
     def ratio(a: Optional[float], b: Optional[float]) -> str:
         return f"{a / b:.2f}x" if a and b else "-"
 
     lines = [f"Decode benchmark: preset {args.config} ({config.dim}d, {config.n_layer} layers, vocab "
-             f"{config.vocab_size}), prompt {args.prompt}, {args.new_tokens} new tokens, ours {args.dtype} "
-             f"(KV cache {str(kv_dtype).replace('torch.', '')}), HF {args.hf_dtype or args.dtype}, {device}, "
+             f"{config.vocab_size}), prompt {args.prompt}, {args.new_tokens} new tokens, HF "
+             f"{args.hf_dtype or args.dtype[0]}, {device}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}, {cpu_name()}; copy bandwidth "
              f"{bandwidth:.1f} GB/s",
              "",
-             "| B | ours tok/s | HF default tok/s | HF static tok/s | ours / HF default | ours / HF static "
-             "| bound tok/s | ours % of bound | prefill s: ours / HF | cpu/wall |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| B | ours (weights / KV) | ours tok/s | HF default tok/s | HF static tok/s | ours / HF default "
+             "| ours / HF static | bound tok/s | ours % of bound | prefill s: ours / HF | cpu/wall |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         hd, hs = r.get("hf_default"), r.get("hf_static")
-        lines.append(f"| {r['B']} | {r['ours']:.1f} | {hd or 0:.1f} | {hs or 0:.1f} | {ratio(r['ours'], hd)} | "
+        lines.append(f"| {r['B']} | {r['dtype']} / {r['kv']} | {r['ours']:.1f} | {hd or 0:.1f} | {hs or 0:.1f} | "
+                     f"{ratio(r['ours'], hd)} | "
                      f"{ratio(r['ours'], hs)} | {r['bound']:.1f} | {100 * r['ours'] / r['bound']:.0f} % | "
                      f"{r['prefill']:.2f} / {r.get('hf_default_prefill', 0):.2f} | {r['cpu']:.2f} |")
     return "\n".join(lines)
@@ -242,9 +259,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
     parser.add_argument("--prompt", type=int, default=1280, help="prompt tokens (default 1280 = 5 images)")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated (default 256 = 1 image)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
-                        help="our weights' dtype (on CPU bf16/fp16 run in mixed mode: fp32 activations and KV cache)")
-    parser.add_argument("--hf-dtype", choices=sorted(DTYPES), default=None, help="HF's dtype (default: --dtype)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["fp32"],
+                        help="our weights' dtype(s), each timed in this run (on CPU bf16/fp16 run in mixed mode: "
+                        "fp32 activations and KV cache)")
+    parser.add_argument("--hf-dtype", choices=sorted(DTYPES), default=None,
+                        help="HF's dtype (default: the first --dtype)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=1, help="best of N timings (default 1)")
@@ -256,14 +275,15 @@ def main(argv=None) -> int:
     config = TransformerConfig.from_name(args.config)
     if args.prompt + args.new_tokens > config.block_size:
         parser.error(f"prompt + new tokens exceed block_size {config.block_size}")
-    hf_dtype = None if args.skip_hf else DTYPES[args.hf_dtype or args.dtype]
-    ours, hf = build_models(config, device, DTYPES[args.dtype], hf_dtype)
+    hf_dtype = None if args.skip_hf else DTYPES[args.hf_dtype or args.dtype[0]]
+    ours, hf = build_models(config, device, args.dtype, hf_dtype)
     bandwidth = measure_bandwidth(device)
-    rows = [bench_batch(args, config, ours, hf, b, device, bandwidth) for b in args.batch]
-    print(table(rows, args, config, bandwidth, device, ours.compute_dtype()))
-    line = accuracy_line(ours)
-    if line:
-        print("\n" + line)
+    rows = [row for b in args.batch for row in bench_batch(args, config, ours, hf, b, device, bandwidth)]
+    print(table(rows, args, config, bandwidth, device))
+    for name, model in ours.items():
+        line = accuracy_line(name, model)
+        if line:
+            print("\n" + line)
     return 0
 
 
