@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"),
                         help="transformer weights (default: bf16 on CUDA, fp32 on CPU; bf16 on a CPU runs the "
-                        "matmuls in bf16 and the rest in fp32: faster decoding of large models, see README Performance)")
+                        "matmuls in bf16 and the rest in fp32: faster decoding of large models; see README)")
     parser.add_argument(
         "--axis",
         default=None,
