@@ -58,7 +58,7 @@ class MotionEvalConfig:
     seed: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
-    greedy: bool = False
+    greedy: Optional[bool] = None  # None: as predict_motion (greedy for one sample)
     device: str = "auto"
     batch_size: Optional[int] = None
     n_cases: Optional[int] = None

@@ -27,9 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--render", default=None, choices=("direct", "warp"))
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--greedy", action="store_true", help="most likely token instead of sampling")
+    parser.add_argument("--temperature", type=float, default=1.0, help="with sampling")
+    parser.add_argument("--top-p", type=float, default=1.0, help="with sampling")
+    decoding = parser.add_mutually_exclusive_group()
+    decoding.add_argument("--greedy", dest="greedy", action="store_const", const=True, default=None,
+                          help="most likely token (the default for one sample)")
+    decoding.add_argument("--sample", dest="greedy", action="store_const", const=False,
+                          help="sample even for one sample (the default for several)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--cases", type=int, default=None, help="evaluate only the first N cases")
     parser.add_argument("--heatmaps", type=int, default=3, help="cases that get a difference heatmap figure")

@@ -184,7 +184,8 @@ def _sample_axis(model, run: _AxisRun, sentence: MotionSentence, n_future: int, 
 
 def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] = None,
                    model: Any = None, axis: str = DEFAULT_AXIS, samples: int = 1, seed: Optional[int] = 0,
-                   device: str = "auto", temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
+                   device: str = "auto", temperature: float = 1.0, top_p: float = 1.0,
+                   greedy: Optional[bool] = None,
                    batch_size: Optional[int] = None, render: str = DEFAULT_RENDER, fuse: str = "mean",
                    dtype: Any = None, progress: Optional[Progress] = None) -> MotionResult:
     """Predict the phases after the first `n_observed` of a 4D CT.
@@ -195,7 +196,9 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         model: None (bundled default), a registry id, a model folder, or a loaded `api.MedLVMModel`.
         axis: slicing of the sentences: "coronal" | "sagittal" | "axial" | "multi" (all three, fused by `fuse`).
         samples: continuations to draw; > 1 adds the voxel-wise mean and std.
-        seed: sampling seed (sample i uses seed + i); temperature / top_p / greedy: sampling options.
+        seed: sampling seed (sample i uses seed + i); temperature / top_p: sampling options.
+        greedy: most likely tokens instead of sampling; None = greedy for one sample, sampling for several
+            (greedy scored better than temperature-1 sampling in the evaluation, docs/motion/README.md).
         batch_size: slices per model call (None: chosen by the engine; halved on out-of-memory).
         render: "direct" (decoded frames) or "warp" (native last phase warped by the predicted motion).
         dtype: transformer weights when `model` is loaded here ("fp32" | "bf16" | "fp16"; None: per device).
@@ -209,6 +212,9 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     observed = phases.select(list(range(n_observed)))
     axes = ["coronal", "sagittal", "axial"] if axis == "multi" else [axis]
     sentence = MotionSentence(n_observed, model.tokens_per_image, getattr(model.transformer.config, "block_size", None))
+    greedy = samples == 1 if greedy is None else bool(greedy)
+    if greedy and samples > 1:
+        raise MedLVMError("several samples need sampling: greedy decoding gives the same prediction every time")
     sampling = {"temperature": temperature, "top_p": top_p, "greedy": greedy}
     timings: dict[str, float] = {}
 

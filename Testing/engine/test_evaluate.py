@@ -50,12 +50,13 @@ def test_parse_method_variants():
 def test_parse_method_sampling():
     config = evaluate.MotionEvalConfig(temperature=0.8, top_p=0.95)
     default = evaluate.parse_method("medlvm", config)[1]
-    assert (default["temperature"], default["top_p"], default["greedy"]) == (0.8, 0.95, False)
+    assert (default["temperature"], default["top_p"], default["greedy"]) == (0.8, 0.95, None)
     assert evaluate.parse_method("medlvm:::greedy", config)[1]["greedy"] is True
     options = evaluate.parse_method("medlvm:axial:direct:t0.5p0.9", config)[1]
     assert (options["axis"], options["render"], options["temperature"], options["top_p"]) == (
         "axial", "direct", 0.5, 0.9)
     assert evaluate.parse_method("medlvm:::t0.7", config)[1]["top_p"] == 1.0
+    assert evaluate.parse_method("medlvm:::t0.7", config)[1]["greedy"] is False
 
 
 def test_copy_last_scores_are_exact_when_nothing_moves():

@@ -64,12 +64,26 @@ def test_samples_give_mean_and_std(model):
 
 def test_seed_and_greedy_are_reproducible(model):
     phases = breathing_box()
-    a = motion.predict_motion(phases, 5, n_future=1, model=model, seed=3, render="direct").predicted.array
-    b = motion.predict_motion(phases, 5, n_future=1, model=model, seed=3, render="direct").predicted.array
+    a = motion.predict_motion(phases, 5, n_future=1, model=model, greedy=False, seed=3, render="direct").predicted.array
+    b = motion.predict_motion(phases, 5, n_future=1, model=model, greedy=False, seed=3, render="direct").predicted.array
     np.testing.assert_array_equal(a, b)
     g1 = motion.predict_motion(phases, 5, n_future=1, model=model, greedy=True, seed=1, render="direct").predicted.array
     g2 = motion.predict_motion(phases, 5, n_future=1, model=model, greedy=True, seed=2, render="direct").predicted.array
     np.testing.assert_array_equal(g1, g2)
+
+
+def test_one_sample_is_greedy_by_default_and_sampling_is_opt_in(model):
+    phases = breathing_box()
+
+    def predict(**kwargs):
+        return motion.predict_motion(phases, 5, n_future=1, model=model, render="direct", **kwargs).predicted.array
+
+    greedy = predict(greedy=True, seed=5)
+    np.testing.assert_array_equal(predict(seed=1), greedy)  # the default ignores the seed: greedy
+    sampled = [predict(greedy=False, seed=s) for s in (1, 2)]
+    assert not np.array_equal(sampled[0], sampled[1])  # random weights: two seeds sample differently
+    with pytest.raises(MedLVMError, match="several samples"):
+        motion.predict_motion(phases, 5, n_future=1, model=model, samples=2, greedy=True)
 
 
 @pytest.mark.parametrize("kwargs, message", [
