@@ -80,10 +80,8 @@ def measure_bandwidth(device: torch.device, megabytes: int = 512) -> float:
 
 def build_models(config: TransformerConfig, device: torch.device, dtypes: list,
                  hf_dtype: Optional[torch.dtype]):
-    """Ours in each of `dtypes` ({name: model}) and HF in `hf_dtype` (None: no HF), with the same random weights.
-
-    Each of our models not in fp32 carries `fp32_logits`, the reference for `accuracy_line`.
-    """
+    """Ours in each of `dtypes` ({name: model}) and HF in `hf_dtype` (None: no HF), with the same random weights,
+    plus the fp32 model's `_agreement_logits`, the reference for `accuracy_line`."""
     torch.manual_seed(0)
     base = Transformer(config)
     with torch.no_grad():
@@ -92,13 +90,9 @@ def build_models(config: TransformerConfig, device: torch.device, dtypes: list,
                 p.normal_(0.0, 0.02)
     base = base.eval().to(device)
     reference = _agreement_logits(base)
-    ours = {}
-    for name in dtypes:
-        model = copy.deepcopy(base).to(dtype=DTYPES[name])
-        model.fp32_logits = None if DTYPES[name] == torch.float32 else reference
-        ours[name] = model
+    ours = {name: copy.deepcopy(base).to(dtype=DTYPES[name]) for name in dtypes}
     if hf_dtype is None:
-        return ours, None
+        return ours, None, reference
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -109,7 +103,7 @@ def build_models(config: TransformerConfig, device: torch.device, dtypes: list,
         rope_parameters={"rope_type": "default", "rope_theta": config.rope_base})
     hf = transformers.LlamaForCausalLM(hf_config)
     hf.load_state_dict(base.state_dict(), strict=False)  # the same weights (HF key names)
-    return ours, hf.to(device=device, dtype=hf_dtype).eval()
+    return ours, hf.to(device=device, dtype=hf_dtype).eval(), reference
 
 
 @torch.inference_mode()
@@ -120,11 +114,9 @@ def _agreement_logits(model: Transformer, tokens: int = 256) -> torch.Tensor:
     return model(idx.to(model.lm_head.weight.device))[0, :, :model.config.codebook_size].float()
 
 
-def accuracy_line(name: str, ours: Transformer) -> str:
-    """How far the cast model's logits lie from fp32's: top-1 agreement and the largest difference."""
-    if ours.fp32_logits is None:
-        return ""
-    ref, got = ours.fp32_logits, _agreement_logits(ours)
+def accuracy_line(name: str, ours: Transformer, ref: torch.Tensor) -> str:
+    """How far the cast model's logits lie from fp32's (`ref`): top-1 agreement and the largest difference."""
+    got = _agreement_logits(ours)
     agree = (ref.argmax(-1) == got.argmax(-1)).float().mean().item()
     return (f"Accuracy of ours {name} against fp32 on {ref.shape[0]} positions: top-1 agreement "
             f"{100 * agree:.1f} %, max |logit difference| {(ref - got).abs().max().item():.3g} "
@@ -223,8 +215,9 @@ def bench_batch(args, config, ours: dict, hf, batch: int, device, bandwidth: flo
             device, args.repeats)
         model.clear_caches()
         weight_elem = model.lm_head.weight.element_size()
-        kv_elem = torch.tensor([], dtype=model.compute_dtype()).element_size()  # the KV cache's dtype
-        row["kv"] = str(model.compute_dtype()).replace("torch.", "")
+        kv_dtype = model.compute_dtype()  # the KV cache's
+        kv_elem = torch.tensor([], dtype=kv_dtype).element_size()
+        row["kv"] = str(kv_dtype).replace("torch.", "")
         row["bound"] = bound_tokens_per_s(config, batch, args.prompt + args.new_tokens / 2, weight_elem, kv_elem,
                                           bandwidth)
         rows.append(row)
@@ -276,14 +269,13 @@ def main(argv=None) -> int:
     if args.prompt + args.new_tokens > config.block_size:
         parser.error(f"prompt + new tokens exceed block_size {config.block_size}")
     hf_dtype = None if args.skip_hf else DTYPES[args.hf_dtype or args.dtype[0]]
-    ours, hf = build_models(config, device, args.dtype, hf_dtype)
+    ours, hf, reference = build_models(config, device, args.dtype, hf_dtype)
     bandwidth = measure_bandwidth(device)
     rows = [row for b in args.batch for row in bench_batch(args, config, ours, hf, b, device, bandwidth)]
     print(table(rows, args, config, bandwidth, device))
     for name, model in ours.items():
-        line = accuracy_line(name, model)
-        if line:
-            print("\n" + line)
+        if DTYPES[name] != torch.float32:
+            print("\n" + accuracy_line(name, model, reference))
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from MedLVMLib.commands.predict_motion import add_decoding_arguments
+
 HELP = "compare MedLVM motion prediction with the baselines on a folder of cases (CSV, figures, HTML)"
 
 
@@ -27,13 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--render", default=None, choices=("direct", "warp"))
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--temperature", type=float, default=1.0, help="with sampling")
-    parser.add_argument("--top-p", type=float, default=1.0, help="with sampling")
-    decoding = parser.add_mutually_exclusive_group()
-    decoding.add_argument("--greedy", dest="greedy", action="store_const", const=True, default=None,
-                          help="most likely token (the default for one sample)")
-    decoding.add_argument("--sample", dest="greedy", action="store_const", const=False,
-                          help="sample even for one sample (the default for several)")
+    add_decoding_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--cases", type=int, default=None, help="evaluate only the first N cases")
     parser.add_argument("--heatmaps", type=int, default=3, help="cases that get a difference heatmap figure")

@@ -48,13 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=1,
                         help="samples to draw (sampled, not greedy); >1 also writes mean and std")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--temperature", type=float, default=1.0, help="with sampling (default 1, as LVM)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="with sampling (default 1)")
-    decoding = parser.add_mutually_exclusive_group()
-    decoding.add_argument("--greedy", dest="greedy", action="store_const", const=True, default=None,
-                          help="most likely token (the default for one sample)")
-    decoding.add_argument("--sample", dest="greedy", action="store_const", const=False,
-                          help="sample with --temperature/--top-p even for one sample (the default for several)")
+    add_decoding_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="slices per model call (default: automatic)")
     parser.add_argument(
         "--labels",
@@ -71,6 +65,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--structure", default=None, help="label id or name to track (default: tumour, else first)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """--temperature, --top-p and --greedy | --sample (args.greedy: None = greedy for one sample only)."""
+    parser.add_argument("--temperature", type=float, default=1.0, help="with sampling (default 1, as LVM)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="with sampling (default 1)")
+    decoding = parser.add_mutually_exclusive_group()
+    decoding.add_argument("--greedy", dest="greedy", action="store_const", const=True, default=None,
+                          help="most likely token (the default for one sample)")
+    decoding.add_argument("--sample", dest="greedy", action="store_const", const=False,
+                          help="sample with --temperature/--top-p even for one sample (the default for several)")
 
 
 def sibling(out: Path, tag: str) -> Path:

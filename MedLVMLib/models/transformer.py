@@ -227,13 +227,14 @@ class Transformer(nn.Module):
         """
         if max_seq_length > self.config.block_size:
             raise InputError(f"max_seq_length {max_seq_length} exceeds block_size {self.config.block_size}")
+        dtype = dtype or self.compute_dtype()
         if max_batch_size <= self.max_batch_size and max_seq_length <= self.max_seq_length and (
-                (dtype or self.compute_dtype()) == self.model.layers[0].self_attn.kv_cache.k.dtype):
+                dtype == self.model.layers[0].self_attn.kv_cache.k.dtype):
             return  # the existing cache is large enough
         c = self.config
         for layer in self.model.layers:
-            layer.self_attn.kv_cache = KVCache(max_batch_size, c.n_head, max_seq_length, c.head_dim,
-                                               dtype or self.compute_dtype(), self.lm_head.weight.device)
+            layer.self_attn.kv_cache = KVCache(max_batch_size, c.n_head, max_seq_length, c.head_dim, dtype,
+                                               self.lm_head.weight.device)
         self.max_batch_size, self.max_seq_length = max_batch_size, max_seq_length
 
     def clear_caches(self) -> None:

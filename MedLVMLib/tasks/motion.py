@@ -206,15 +206,15 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         MotionResult with `predicted` [n_future, Z, Y, X] HU on the input's geometry.
     """
     n_future = check_motion_args(phases, n_observed, n_future, axis, render, samples, fuse)
+    greedy = samples == 1 if greedy is None else bool(greedy)
+    if greedy and samples > 1:  # before the model loads
+        raise MedLVMError("several samples need sampling: greedy decoding gives the same prediction every time")
     progress = ensure(progress)
     model = resolve_model(model, device, dtype)
     common.check_model_pair(model)
     observed = phases.select(list(range(n_observed)))
     axes = ["coronal", "sagittal", "axial"] if axis == "multi" else [axis]
     sentence = MotionSentence(n_observed, model.tokens_per_image, getattr(model.transformer.config, "block_size", None))
-    greedy = samples == 1 if greedy is None else bool(greedy)
-    if greedy and samples > 1:
-        raise MedLVMError("several samples need sampling: greedy decoding gives the same prediction every time")
     sampling = {"temperature": temperature, "top_p": top_p, "greedy": greedy}
     timings: dict[str, float] = {}
 
