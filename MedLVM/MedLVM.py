@@ -32,7 +32,6 @@ TASKS = ["motion", "segment"]  # denoise / super-resolution: command line for no
 AXES = ["coronal", "sagittal", "axial", "multi"]
 DEVICES = ["auto", "cuda", "cpu"]
 CUSTOM_MODEL = "Model folder..."
-ENGINE_REQUIREMENTS = ["numpy", "SimpleITK", "safetensors", "scipy", "scikit-image", "tqdm", "pyyaml"]
 
 
 def resourcesDir() -> Path:
@@ -127,7 +126,7 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
 
     # module name -> pip requirement for the engine (torch itself comes from the PyTorch extension)
     ENGINE_MODULES = {"numpy": "numpy", "SimpleITK": "SimpleITK", "safetensors": "safetensors", "scipy": "scipy",
-                      "skimage": "scikit-image", "tqdm": "tqdm", "yaml": "pyyaml"}
+                      "skimage": "scikit-image", "tqdm": "tqdm", "yaml": "pyyaml", "ninja": "ninja"}
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)

@@ -12,6 +12,10 @@ B tokens per (weights + average KV cache bytes) / bandwidth. Prints a Markdown t
     python benchmarks/decode.py                                   # lvm-100m, prompt 1280, 256 new, B = 1 and 32
     python benchmarks/decode.py --batch 1 4 --new-tokens 32 --prompt 256 --threads 1   # quick
     python benchmarks/decode.py --dtype fp32 bf16                 # ours in fp32 and in CPU mixed mode, HF in fp32
+    python benchmarks/decode.py --kernels on                      # ours only with MedLVM's CPU kernels
+
+On CPU each of our rows is timed twice by default: with MedLVM's CPU decode kernels (models/cpu_kernels.py)
+and with PyTorch's operators only, so the kernels' gain is measured in the same run.
     python benchmarks/decode.py --device cuda --dtype bf16        # on a GPU
 """
 
@@ -34,6 +38,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from MedLVMLib.config import TransformerConfig
 from MedLVMLib.generate import generate_images
+from MedLVMLib.models import cpu_kernels
 from MedLVMLib.models.transformer import Transformer
 from MedLVMLib.progress import Progress
 
@@ -208,11 +213,15 @@ def bench_batch(args, config, ours: dict, hf, batch: int, device, bandwidth: flo
                 lambda n, c, warmup=False, s=static: run_hf(hf, prompt_for(warmup), n, c, config.codebook_size, s),
                 batch, args.new_tokens, device, args.repeats)
     rows = []
-    for name, model in ours.items():
-        row = {"B": batch, "dtype": name, **hf_row}
-        row["ours"], row["prefill"], row["cpu"] = decode_rate(
-            lambda n, c, warmup=False, m=model: run_ours(m, prompt_for(warmup), n, c), batch, args.new_tokens,
-            device, args.repeats)
+    for (name, model), kernels in ((item, k) for item in ours.items() for k in args.kernel_modes):
+        row = {"B": batch, "dtype": name, "ops": "kernels" if kernels else "torch ops", **hf_row}
+        cpu_kernels.set_enabled(kernels)
+        try:
+            row["ours"], row["prefill"], row["cpu"] = decode_rate(
+                lambda n, c, warmup=False, m=model: run_ours(m, prompt_for(warmup), n, c), batch, args.new_tokens,
+                device, args.repeats)
+        finally:
+            cpu_kernels.set_enabled(True)
         model.clear_caches()
         weight_elem = model.lm_head.weight.element_size()
         kv_dtype = model.compute_dtype()  # the KV cache's
@@ -234,13 +243,13 @@ def table(rows: list, args, config: TransformerConfig, bandwidth: float, device)
              f"{torch.get_num_threads()} threads, torch {torch.__version__}, {cpu_name()}; copy bandwidth "
              f"{bandwidth:.1f} GB/s",
              "",
-             "| B | ours (weights / KV) | ours tok/s | HF default tok/s | HF static tok/s | ours / HF default "
+             "| B | ours (weights / KV, ops) | ours tok/s | HF default tok/s | HF static tok/s | ours / HF default "
              "| ours / HF static | bound tok/s | ours % of bound | prefill s: ours / HF | cpu/wall |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         hd, hs = r.get("hf_default"), r.get("hf_static")
-        lines.append(f"| {r['B']} | {r['dtype']} / {r['kv']} | {r['ours']:.1f} | {hd or 0:.1f} | {hs or 0:.1f} | "
-                     f"{ratio(r['ours'], hd)} | "
+        lines.append(f"| {r['B']} | {r['dtype']} / {r['kv']}, {r['ops']} | {r['ours']:.1f} | {hd or 0:.1f} | "
+                     f"{hs or 0:.1f} | {ratio(r['ours'], hd)} | "
                      f"{ratio(r['ours'], hs)} | {r['bound']:.1f} | {100 * r['ours'] / r['bound']:.0f} % | "
                      f"{r['prefill']:.2f} / {r.get('hf_default_prefill', 0):.2f} | {r['cpu']:.2f} |")
     return "\n".join(lines)
@@ -261,6 +270,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=1, help="best of N timings (default 1)")
     parser.add_argument("--skip-hf", action="store_true", help="time only MedLVM's decode")
+    parser.add_argument("--kernels", choices=["both", "on", "off"], default="both",
+                        help="on CPU, time ours with MedLVM's CPU kernels, with PyTorch's operators only, or both "
+                        "(default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -269,6 +281,11 @@ def main(argv=None) -> int:
     if args.prompt + args.new_tokens > config.block_size:
         parser.error(f"prompt + new tokens exceed block_size {config.block_size}")
     hf_dtype = None if args.skip_hf else DTYPES[args.hf_dtype or args.dtype[0]]
+    args.kernel_modes = {"both": [True, False], "on": [True], "off": [False]}[args.kernels]
+    if device.type != "cpu" or not cpu_kernels.load():
+        if args.kernels != "off" and device.type == "cpu":
+            print(f"MedLVM CPU kernels {cpu_kernels.status()}; timing PyTorch's operators only")
+        args.kernel_modes = [False]
     ours, hf, reference = build_models(config, device, args.dtype, hf_dtype)
     bandwidth = measure_bandwidth(device)
     rows = [row for b in args.batch for row in bench_batch(args, config, ours, hf, b, device, bandwidth)]

@@ -41,11 +41,13 @@ def _device_lines() -> list:
     import torch
 
     from MedLVMLib.devices import describe_device, resolve_device
+    from MedLVMLib.models import cpu_kernels
 
     dev = resolve_device("auto")
     lines = [_row("device", f"{describe_device(dev)} (auto)")]
     if not torch.cuda.is_available():
         lines.append(_row("", "CUDA not available: models run on the CPU"))
+    lines.append(_row("CPU kernels", cpu_kernels.status()))
     return lines
 
 

@@ -9,7 +9,9 @@ model keeps a static, preallocated KV cache and `forward(idx, input_pos)` writes
 `input_pos` it is a plain causal forward (training).
 
 On CPU, half-precision weights run in mixed mode: the matmuls in bf16/fp16, everything else (and the KV cache)
-in fp32; see `Linear` and `Transformer.compute_dtype`.
+in fp32; see `Linear` and `Transformer.compute_dtype`. Cached CPU inference uses MedLVM's own kernels
+(`cpu_kernels`) for the products of a few rows and for the attention of one query over the cache, where they
+could be compiled; PyTorch's operators serve everything else and are the fallback.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from torch import nn
 
 from MedLVMLib.config import TransformerConfig
 from MedLVMLib.errors import InputError
+from MedLVMLib.models import cpu_kernels
+
+
+def _kernels_serve(x: torch.Tensor) -> bool:
+    """Whether MedLVM's CPU kernels (`cpu_kernels`) may take x: fp32 on CPU, inference (no autograd)."""
+    return cpu_kernels.ACTIVE and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
 
 
 class RMSNorm(nn.Module):
@@ -31,6 +39,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _kernels_serve(x) and self.weight.dtype in cpu_kernels.KERNEL_DTYPES:
+            return torch.ops.medlvm.rms_norm(x, self.weight, self.eps)
         # Normalise in fp32 like HF, then cast back before the weight.
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -70,6 +80,9 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
+        if _kernels_serve(x) and weight.dtype in cpu_kernels.KERNEL_DTYPES and (
+                x.numel() <= cpu_kernels.MAX_GEMV_ROWS * x.shape[-1]):  # a few rows: a GEMV streams the weights
+            return torch.ops.medlvm.gemv(x, weight)
         if x.dtype == weight.dtype:
             return F.linear(x, weight)
         return F.linear(x.to(weight.dtype), weight).to(x.dtype)
@@ -104,19 +117,27 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: Optional[int]) -> torch.Tensor:
         b, t, _ = x.shape
-        qkv = self.qkv_proj(x).view(b, t, 3, self.n_head, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, hd)
+        qkv = self.qkv_proj(x)
+        cache = self.kv_cache
+        q, k, v = qkv.view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if start is None or self.kv_cache is None:
+        if start is None or cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            k_all, v_all = self.kv_cache.update(start, k.to(self.kv_cache.k.dtype), v.to(self.kv_cache.v.dtype))
+            k_all, v_all = cache.update(start, k.to(cache.k.dtype), v.to(cache.v.dtype))
             k_all, v_all = k_all.to(q.dtype), v_all.to(q.dtype)  # no-op unless the cache dtype differs
             if start == 0:  # prefill from scratch: the fast causal kernel
                 y = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True)
             else:
                 y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=_prefix_mask(start, t, q.device))
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.dim))  # (B, T, C)
+
+    def decode_kernels_serve(self, x: torch.Tensor) -> bool:
+        """Whether `medlvm::decode_layer` can take a decode step: CPU kernels loaded, fp32 activations without
+        autograd, fp32/bf16 weights and cache, head_dim a multiple of 16 up to 128."""
+        return (_kernels_serve(x) and self.kv_cache is not None and self.head_dim % 16 == 0
+                and self.head_dim <= cpu_kernels.MAX_HEAD_DIM and self.kv_cache.k.dtype in cpu_kernels.KERNEL_DTYPES
+                and self.qkv_proj.weight.dtype in cpu_kernels.KERNEL_DTYPES)
 
 
 def _prefix_mask(start: int, t: int, device) -> Optional[torch.Tensor]:
@@ -151,6 +172,12 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: Optional[int]) -> torch.Tensor:
+        attn, mlp = self.self_attn, self.mlp
+        if start is not None and x.shape[1] == 1 and attn.decode_kernels_serve(x):  # one call for the whole layer
+            return torch.ops.medlvm.decode_layer(
+                x, self.input_layernorm.weight, attn.qkv_proj.weight, attn.o_proj.weight,
+                self.post_attention_layernorm.weight, mlp.gate_up_proj.weight, mlp.down_proj.weight,
+                attn.kv_cache.k, attn.kv_cache.v, cos, sin, start, self.input_layernorm.eps)
         h = x + self.self_attn(self.input_layernorm(x), cos, sin, start)
         return h + self.mlp(self.post_attention_layernorm(h))
 
@@ -220,6 +247,13 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
+    def _apply(self, fn, recurse=True):
+        """Module.to/half/cuda/...: the RoPE tables follow the device but stay fp32 (recomputed, as HF keeps them)."""
+        super()._apply(fn, recurse)
+        if self.rope_cos.dtype != torch.float32:
+            self.reset_rope(self.rope_cos.device)
+        return self
+
     def setup_caches(self, max_batch_size: int, max_seq_length: int, dtype: Optional[torch.dtype] = None) -> None:
         """Preallocate a KV cache per layer: (max_batch_size, n_head, max_seq_length, head_dim).
 
@@ -228,6 +262,8 @@ class Transformer(nn.Module):
         if max_seq_length > self.config.block_size:
             raise InputError(f"max_seq_length {max_seq_length} exceeds block_size {self.config.block_size}")
         dtype = dtype or self.compute_dtype()
+        if self.lm_head.weight.device.type == "cpu":
+            cpu_kernels.load()  # compiled once per machine; without them the PyTorch operators serve
         if max_batch_size <= self.max_batch_size and max_seq_length <= self.max_seq_length and (
                 dtype == self.model.layers[0].self_attn.kv_cache.k.dtype):
             return  # the existing cache is large enough

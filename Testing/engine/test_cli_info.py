@@ -27,7 +27,7 @@ def official(tmp_path_factory):
 def test_info_lists_versions_device_and_models(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    for text in ("torch", "device", "lvm-7b", "medlvm-tiny-ct", "(default)"):
+    for text in ("torch", "device", "CPU kernels", "lvm-7b", "medlvm-tiny-ct", "(default)"):
         assert text in out
 
 

@@ -1,0 +1,190 @@
+"""MedLVM's CPU decode kernels against PyTorch's operators, the model with and without them, and the fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from MedLVMLib.config import TransformerConfig
+from MedLVMLib.models import cpu_kernels
+from MedLVMLib.models.transformer import DecoderLayer, KVCache, RMSNorm, Transformer, apply_rope, rope_tables
+
+
+@pytest.fixture(scope="module")
+def ops():
+    """torch.ops.medlvm, compiled for this machine. Where the machine supports them they must load."""
+    reason = cpu_kernels.unsupported_reason()
+    if reason:
+        pytest.skip(f"CPU kernels unsupported here: {reason}")
+    assert cpu_kernels.load(), cpu_kernels.status()
+    return torch.ops.medlvm
+
+
+def rand(*shape, dtype=torch.float32, seed=0, scale=1.0):
+    return (torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+def test_gemv_equals_linear(ops, dtype, rows):
+    k, n = 70, 37  # neither a multiple of the 16 lanes nor of the rows in flight: the tails run too
+    x, w, add = rand(rows, k, seed=1), rand(n, k, dtype=dtype, seed=2), rand(rows, n, seed=3)
+    expected = F.linear(x, w.float())  # fp32 activations times the weights' exact values
+    torch.testing.assert_close(ops.gemv(x, w), expected, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(ops.gemv(x, w, add), expected + add, atol=2e-5, rtol=1e-5)
+    got = ops.gemv(x.view(rows, 1, k), w)  # leading dimensions are kept
+    assert got.shape == (rows, 1, n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_uses_the_blas_beyond_a_few_rows(ops, dtype):
+    x, w, add = rand(3, 5, 64, seed=1), rand(48, 64, dtype=dtype, seed=2), rand(3, 5, 48, seed=3)
+    expected = F.linear(x.to(dtype), w).float() + add  # the BLAS path computes in the weights' dtype
+    got = ops.linear(x, w, add)
+    assert got.shape == (3, 5, 48) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=1e-4 if dtype == torch.float32 else 2e-2, rtol=1e-3)
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [16, 64, 128])
+@pytest.mark.parametrize("length", [1, 17, 100])
+def test_decode_attention_equals_sdpa(ops, cache_dtype, head_dim, length):
+    b, h = 2, 3
+    k = rand(b + 1, h, 120, head_dim, seed=1, scale=2.0).to(cache_dtype)  # a larger cache than the batch
+    v = rand(b + 1, h, 120, head_dim, seed=2).to(cache_dtype)
+    q = rand(b, h, head_dim, seed=3, scale=2.0)
+    expected = F.scaled_dot_product_attention(q[:, :, None], k[:b, :, :length].float(), v[:b, :, :length].float())
+    torch.testing.assert_close(ops.decode_attention(q, k, v, length), expected[:, :, 0], atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_equals_the_module(ops, dtype):
+    norm = RMSNorm(70, 1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(rand(70, seed=4))
+    norm = norm.to(dtype)
+    x = rand(3, 2, 70, seed=5, scale=3.0)
+    with cpu_kernels.disabled():
+        expected = norm(x)
+    got = ops.rms_norm(x, norm.weight, norm.eps)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
+def test_rope_cache_rotates_q_and_k_and_fills_one_cache_slot(ops, cache_dtype):
+    config = TransformerConfig.from_name("tiny")  # 4 heads of 16
+    b, h, d, pos = 2, config.n_head, config.head_dim, 9
+    cos, sin = rope_tables(config)
+    qkv = rand(b, 1, 3 * h * d, seed=6)
+    k_cache = torch.zeros(3, h, 20, d, dtype=cache_dtype)
+    v_cache = torch.zeros(3, h, 20, d, dtype=cache_dtype)
+    q = ops.rope_cache(qkv, cos[pos:pos + 1], sin[pos:pos + 1], k_cache, v_cache, pos)
+    q_ref, k_ref, v_ref = qkv.view(b, 1, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, 1, D)
+    q_ref, k_ref = apply_rope(q_ref, cos[pos:pos + 1], sin[pos:pos + 1]), apply_rope(k_ref, cos[pos:pos + 1],
+                                                                                    sin[pos:pos + 1])
+    torch.testing.assert_close(q, q_ref[:, :, 0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(k_cache[:b, :, pos], k_ref[:, :, 0].to(cache_dtype), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(v_cache[:b, :, pos], v_ref[:, :, 0].to(cache_dtype), atol=1e-6, rtol=1e-6)
+    untouched = torch.ones(3, h, 20, dtype=torch.bool)
+    untouched[:b, :, pos] = False
+    assert k_cache.abs().sum(-1)[untouched].max() == 0 and v_cache.abs().sum(-1)[untouched].max() == 0
+
+
+def test_silu_mul_equals_swiglu_gate(ops):
+    gate_up = rand(3, 2 * 70, seed=7, scale=4.0)
+    gate_up[0, :4] = torch.tensor([-100.0, -30.0, 30.0, 100.0])  # both tails of the sigmoid
+    gate, up = gate_up.split(70, dim=-1)
+    torch.testing.assert_close(ops.silu_mul(gate_up), F.silu(gate) * up, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch", [1, 3, 6])  # 6 rows go to the BLAS
+def test_decode_layer_equals_the_module(ops, dtype, batch):
+    torch.manual_seed(0)
+    config = TransformerConfig.from_name("tiny")
+    layer = DecoderLayer(config).to(dtype)
+    cos, sin = rope_tables(config)
+    x = rand(batch, 1, config.dim, seed=8)
+    results = {}
+    for use_kernels in (False, True):
+        cache = KVCache(batch, config.n_head, 32, config.head_dim, torch.float32, "cpu")
+        cache.k.copy_(rand(*cache.k.shape, seed=1))
+        cache.v.copy_(rand(*cache.v.shape, seed=2))
+        layer.self_attn.kv_cache = cache
+        cpu_kernels.set_enabled(use_kernels)
+        try:
+            with torch.inference_mode():
+                results[use_kernels] = (layer(x, cos[20:21], sin[20:21], 20), cache.k, cache.v)
+        finally:
+            cpu_kernels.set_enabled(True)
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2  # bf16 weights: the fallback rounds activations too
+    for got, expected in zip(results[True], results[False]):
+        torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_cached_decoding_with_kernels_equals_pytorch_operators(ops, batch):
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig.from_name("tiny")).eval()
+    idx = torch.randint(0, 64, (batch, 40))
+    logits = {}
+    for use_kernels in (True, False):
+        cpu_kernels.set_enabled(use_kernels)
+        try:
+            model.setup_caches(batch, 64)
+            with torch.inference_mode():
+                steps = [model(idx[:, :30], 0)] + [model(idx[:, i:i + 1], i) for i in range(30, 40)]
+            logits[use_kernels] = torch.cat(steps, dim=1)
+        finally:
+            cpu_kernels.set_enabled(True)
+    assert cpu_kernels.ACTIVE
+    torch.testing.assert_close(logits[True], logits[False], atol=1e-4, rtol=1e-4)
+
+
+def test_training_never_takes_the_kernels(ops):
+    """The kernels have no backward: with autograd on, the model runs PyTorch's operators and gradients flow."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig.from_name("tiny"))
+    model.setup_caches(1, 16)  # loads the kernels
+    model.clear_caches()
+    loss = model(torch.randint(0, 64, (1, 8)))[:, :, :64].logsumexp(-1).mean()
+    loss.backward()
+    assert model.model.layers[0].self_attn.qkv_proj.weight.grad.abs().sum() > 0
+
+
+def test_kernel_errors_name_the_problem(ops):
+    with pytest.raises(RuntimeError, match="rows"):
+        ops.gemv(torch.zeros(5, 16), torch.zeros(8, 16))
+    with pytest.raises(RuntimeError, match="columns"):
+        ops.gemv(torch.zeros(1, 16), torch.zeros(8, 17))
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+        ops.gemv(torch.zeros(1, 16), torch.zeros(8, 16, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="head_dim"):
+        ops.decode_attention(torch.zeros(1, 2, 100), torch.zeros(1, 2, 8, 100), torch.zeros(1, 2, 8, 100), 4)
+    with pytest.raises(RuntimeError, match="length"):
+        ops.decode_attention(torch.zeros(1, 2, 16), torch.zeros(1, 2, 8, 16), torch.zeros(1, 2, 8, 16), 9)
+    with pytest.raises(RuntimeError, match="position"):
+        ops.rope_cache(torch.zeros(1, 96), torch.zeros(16), torch.zeros(16), torch.zeros(1, 2, 8, 16),
+                       torch.zeros(1, 2, 8, 16), 8)
+
+
+def test_switches(ops, monkeypatch):
+    assert cpu_kernels.status() == "in use"
+    with cpu_kernels.disabled():
+        assert not cpu_kernels.ACTIVE and cpu_kernels.status() == "loaded, disabled"
+    assert cpu_kernels.ACTIVE
+    monkeypatch.setenv(cpu_kernels.ENV_SWITCH, "0")
+    assert "MEDLVM_CPU_KERNELS=0" in cpu_kernels.unsupported_reason()
+
+
+def test_a_failed_build_is_reported_not_raised(tmp_path, monkeypatch):
+    if cpu_kernels.unsupported_reason():
+        pytest.skip("no toolchain to fail with")
+    broken = tmp_path / "cpu_kernels.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(cpu_kernels, "SOURCE", broken)
+    monkeypatch.setenv("MEDLVM_CACHE", str(tmp_path / "cache"))
+    ok, reason = cpu_kernels._compile_and_load()
+    assert not ok and "compiling cpu_kernels.cpp failed" in reason
