@@ -9,7 +9,8 @@ CPUs (11 GB/s of 33 GB/s on the AMD EPYC this project is measured on), so MedLVM
     torch.ops.medlvm.decode_attention(q (B, H, D), k, v (Bc, H, Tc, D) fp32|bf16, length) -> (B, H, D)
 
 `load()` compiles them with the machine's C++ compiler through `torch.utils.cpp_extension` (about 10 s, once;
-the build is cached under `<MEDLVM_CACHE>/kernels/`), for x86-64 Linux CPUs with AVX2+FMA or AVX-512. Where
+the build is cached under `<MEDLVM_CACHE>/kernels/`), for x86-64 Linux CPUs with AVX2+FMA or AVX-512 (for the
+machine it runs on; `MEDLVM_CPU_KERNELS_MARCH=x86-64-v3` builds the AVX2 path anywhere). Where
 that is not possible (no compiler, no ninja, another OS or CPU), or with `MEDLVM_CPU_KERNELS=0`, the model
 runs on PyTorch's own operators, which give the same results to rounding. The transformer asks for them only
 on CPU in inference (no autograd): `Transformer.setup_caches` calls `load()`.
@@ -31,6 +32,7 @@ import torch
 log = logging.getLogger(__name__)
 
 ENV_SWITCH = "MEDLVM_CPU_KERNELS"  # "0": never use them
+ENV_MARCH = "MEDLVM_CPU_KERNELS_MARCH"  # the -march to compile for (default native; x86-64-v3 = the AVX2 path)
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 MAX_GEMV_ROWS = 4  # kMaxGemvRows in cpu_kernels.cpp
 MAX_HEAD_DIM = 128  # kMaxHeadVectors * 16 in cpu_kernels.cpp
@@ -89,7 +91,12 @@ def build_tag() -> str:
     h = hashlib.sha256(SOURCE.read_bytes())
     h.update(torch.__version__.encode())
     h.update(" ".join(sorted(cpu_flags())).encode())
+    h.update(march().encode())
     return h.hexdigest()[:16]
+
+
+def march() -> str:
+    return os.environ.get(ENV_MARCH, "").strip() or "native"
 
 
 def build_dir() -> Path:
@@ -121,7 +128,7 @@ def _compile_and_load() -> tuple:
         log.warning("compiling MedLVM's CPU decode kernels for this machine (once, about 10 s) in %s", folder)
     try:
         load_extension(name=name, sources=[str(SOURCE)], build_directory=str(folder), is_python_module=False,
-                       extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                       extra_cflags=["-O3", f"-march={march()}", "-fopenmp"], extra_ldflags=["-fopenmp"],
                        verbose=False)
     except Exception as exc:  # a failed build only costs speed: the model falls back to PyTorch's operators
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

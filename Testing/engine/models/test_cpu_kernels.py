@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -188,3 +194,20 @@ def test_a_failed_build_is_reported_not_raised(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDLVM_CACHE", str(tmp_path / "cache"))
     ok, reason = cpu_kernels._compile_and_load()
     assert not ok and "compiling cpu_kernels.cpp failed" in reason
+
+
+@pytest.mark.slow
+def test_the_avx2_build_passes_these_tests(tmp_path):
+    """This machine may have AVX-512; the AVX2 path (two 8-lane halves per vector) is built and tested too."""
+    if cpu_kernels.unsupported_reason() or "avx512f" not in cpu_kernels.cpu_flags():
+        pytest.skip("needs a toolchain and an AVX-512 machine (where native already is the AVX2 path)")
+    env = dict(os.environ, **{cpu_kernels.ENV_MARCH: "x86-64-v3", "MEDLVM_CACHE": str(tmp_path)})
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                             "not avx2 and not failed_build"], env=env, capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[3], timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout
+    built = list(tmp_path.glob("kernels/*/*.so"))
+    assert len(built) == 1
+    if shutil.which("objdump"):  # no AVX-512 register in the build
+        assert "zmm" not in subprocess.run(["objdump", "-d", str(built[0])], capture_output=True, text=True).stdout

@@ -1,0 +1,42 @@
+"""The decode benchmark runs end to end on a tiny preset and prints one row per engine and batch."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from MedLVMLib.models import cpu_kernels
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_decode_benchmark_rows(capsys):
+    pytest.importorskip("transformers")
+    decode = load_script("decode")
+    assert decode.main(["--config", "tiny", "--prompt", "32", "--new-tokens", "4", "--batch", "1", "3",
+                        "--dtype", "fp32", "bf16"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if re.match(r"\| [13] \|", line)]
+    engines = ["kernels", "torch ops"] if cpu_kernels.unsupported_reason() is None else ["torch ops"]
+    expected = {(b, d, e) for b in "13" for d in ("fp32", "bf16") for e in engines}
+    found = set()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        batch, engine = cells[0], cells[1]
+        dtype, ops = engine.split(" / ")[0], engine.split(", ")[-1]
+        found.add((batch, dtype, ops))
+        assert float(cells[2]) > 0 and float(cells[4]) > 0  # ours and HF static tok/s
+        assert cells[6].endswith("x")  # the ratio to HF static
+    assert found == expected
+    assert "copy bandwidth" in out and "read-only" in out
+    assert "top-1 agreement" in out
