@@ -110,7 +110,9 @@ struct Vec16 {
     return _mm_cvtss_f32(q);
   }
 };
-inline Vec16 fma(Vec16 a, Vec16 b, Vec16 c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
+inline Vec16 fma(Vec16 a, Vec16 b, Vec16 c) {
+  return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
 inline Vec16 operator+(Vec16 a, Vec16 b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
 inline Vec16 operator-(Vec16 a, Vec16 b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
 inline Vec16 operator*(Vec16 a, Vec16 b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
@@ -312,7 +314,8 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<
   if (x.numel() <= kMaxGemvRows * x.size(-1)) return gemv(x, w, add);
   check_linear(x, w, add, "linear");
   const at::Tensor x2 = x.reshape({-1, x.size(-1)});
-  at::Tensor y = w.scalar_type() == at::kFloat ? at::mm(x2, w.t()) : at::mm(x2.to(w.scalar_type()), w.t()).to(at::kFloat);
+  at::Tensor y = w.scalar_type() == at::kFloat ? at::mm(x2, w.t())
+                                               : at::mm(x2.to(w.scalar_type()), w.t()).to(at::kFloat);
   if (add) y.add_(add->reshape_as(y));
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = w.size(0);

@@ -10,8 +10,9 @@ model keeps a static, preallocated KV cache and `forward(idx, input_pos)` writes
 
 On CPU, half-precision weights run in mixed mode: the matmuls in bf16/fp16, everything else (and the KV cache)
 in fp32; see `Linear` and `Transformer.compute_dtype`. Cached CPU inference uses MedLVM's own kernels
-(`cpu_kernels`) for the products of a few rows and for the attention of one query over the cache, where they
-could be compiled; PyTorch's operators serve everything else and are the fallback.
+(`cpu_kernels`) where they could be compiled: a decode step runs each layer as one `medlvm::decode_layer` call,
+and products of a few rows stream their weights through `medlvm::gemv`. PyTorch's operators serve everything
+else (prefill, training, GPUs) and are the fallback.
 """
 
 from __future__ import annotations
@@ -117,14 +118,13 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: Optional[int]) -> torch.Tensor:
         b, t, _ = x.shape
-        qkv = self.qkv_proj(x)
-        cache = self.kv_cache
-        q, k, v = qkv.view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, hd)
+        qkv = self.qkv_proj(x).view(b, t, 3, self.n_head, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if start is None or cache is None:
+        if start is None or self.kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            k_all, v_all = cache.update(start, k.to(cache.k.dtype), v.to(cache.v.dtype))
+            k_all, v_all = self.kv_cache.update(start, k.to(self.kv_cache.k.dtype), v.to(self.kv_cache.v.dtype))
             k_all, v_all = k_all.to(q.dtype), v_all.to(q.dtype)  # no-op unless the cache dtype differs
             if start == 0:  # prefill from scratch: the fast causal kernel
                 y = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True)
