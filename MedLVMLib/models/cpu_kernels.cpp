@@ -54,7 +54,6 @@ struct Vec16 {
   // Keep the value in a register: stops the compiler from folding the load into every use (a reload each).
   void pin() { asm volatile("" : "+v"(v)); }
   float sum() const { return _mm512_reduce_add_ps(v); }
-  float max() const { return _mm512_reduce_max_ps(v); }
 };
 inline Vec16 fma(Vec16 a, Vec16 b, Vec16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 inline Vec16 operator+(Vec16 a, Vec16 b) { return {_mm512_add_ps(a.v, b.v)}; }
@@ -100,13 +99,6 @@ struct Vec16 {
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
     q = _mm_add_ps(q, _mm_movehl_ps(q, q));
     q = _mm_add_ss(q, _mm_movehdup_ps(q));
-    return _mm_cvtss_f32(q);
-  }
-  float max() const {
-    const __m256 s = _mm256_max_ps(lo, hi);
-    __m128 q = _mm_max_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_max_ss(q, _mm_movehdup_ps(q));
     return _mm_cvtss_f32(q);
   }
 };
