@@ -6,7 +6,9 @@ to start a stage and `progress.advance(n)` as work completes. Callers decide how
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import sys
+import time
+from typing import Callable, Optional, TextIO
 
 from MedLVMLib.errors import Cancelled
 
@@ -38,33 +40,49 @@ class Progress:
 
 
 class TqdmProgress(Progress):
-    """One tqdm bar per stage, on stderr."""
+    """One tqdm bar per stage on stderr when it is a terminal; otherwise (a log file, CI) one line per stage
+    when it ends, instead of a bar redrawn with carriage returns into the file."""
 
-    def __init__(self, disable: bool = False):
+    def __init__(self, disable: bool = False, stream: Optional[TextIO] = None):
         self._bar = None
         self._disable = disable
+        self._stream = stream if stream is not None else sys.stderr
+        self._live = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._started: Optional[float] = None
 
     def stage(self, name: str, total: Optional[int] = None) -> None:
-        from tqdm.auto import tqdm
-
         self.close()
-        self._bar = tqdm(total=total, desc=name, unit="it", disable=self._disable, leave=True)
+        if self._live:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=name, unit="it", disable=self._disable, leave=True, file=self._stream)
+        else:
+            self._started = time.perf_counter()
         super().stage(name, total)
 
     def on_update(self, name: str, done: int, total: Optional[int]) -> None:
-        if self._bar is not None:
+        if self._bar is not None and done != self._bar.n:  # the bar drew itself at 0 when it was made
             self._bar.n = done
             self._bar.refresh()
 
     def log(self, message: str) -> None:
-        from tqdm.auto import tqdm
+        if self._live:
+            from tqdm.auto import tqdm
 
-        tqdm.write(message)
+            tqdm.write(message, file=self._stream)
+        elif not self._disable:
+            print(message, file=self._stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._started is not None:
+            if not self._disable:
+                count = f"{self._done}/{self._total}" if self._total else f"{self._done}"
+                print(f"{self._name}: {count} in {time.perf_counter() - self._started:.1f} s", file=self._stream,
+                      flush=True)
+            self._started = None
 
 
 class CallbackProgress(Progress):

@@ -42,7 +42,10 @@ def run(args: argparse.Namespace, kind: str, progress: Optional[Progress] = None
     from MedLVMLib.training.run import fit
 
     progress = progress if progress is not None else TqdmProgress()
-    result = fit(recipe, resume=args.resume, progress=progress, export=not args.no_export)
+    try:
+        result = fit(recipe, resume=args.resume, progress=progress, export=not args.no_export)
+    finally:
+        progress.close()
     print(f"trained {result.global_step} steps in {result.wall_s / 60:.1f} min")
     print(f"run folder: {result.run_dir} (logs/, checkpoints/last.ckpt, recipe.yaml)")
     if result.export_dir is not None:
