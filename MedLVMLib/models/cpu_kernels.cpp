@@ -137,7 +137,7 @@ inline float to_float(c10::BFloat16 a) { return static_cast<float>(a); }
 
 // exp for x <= 0 (softmax after subtracting the maximum): 2^n * p(r), |r| <= ln2/2, relative error < 2e-7.
 inline Vec16 vexp(Vec16 x) {
-  x = vmax(x, Vec16::splat(-87.0f));  // exp(-87) ~ 1.6e-38 is still a normal float
+  x = vmax(Vec16::splat(-87.0f), x);  // exp(-87) ~ 1.6e-38 is still a normal float; max(c, NaN) keeps the NaN
   const Vec16 n = round_nearest(x * Vec16::splat(1.44269504088896341f));
   const Vec16 r = x - n * Vec16::splat(0.693145751953125f) - n * Vec16::splat(1.428606765330187e-06f);
   Vec16 p = Vec16::splat(1.9875691500e-4f);
@@ -275,8 +275,11 @@ void check_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<
               ": weights must be float32 or bfloat16, got ", w.scalar_type());
   TORCH_CHECK(x.size(-1) == w.size(1), "medlvm::", op, ": x has ", x.size(-1), " columns, w ", w.size(1));
   if (add) {
-    TORCH_CHECK(add->scalar_type() == at::kFloat && add->numel() == x.numel() / x.size(-1) * w.size(0),
-                "medlvm::", op, ": the residual must be float32 of the output's size");
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = w.size(0);
+    TORCH_CHECK(add->scalar_type() == at::kFloat && add->sizes() == c10::IntArrayRef(shape), "medlvm::", op,
+                ": the residual must be float32 of the output's shape ", c10::IntArrayRef(shape), ", got ",
+                add->sizes());
   }
 }
 
@@ -303,7 +306,7 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const c10::optional<at
 // x (M, K) w^T (+ add): medlvm::gemv for a few rows, the BLAS beyond (in the weights' dtype, as the Python
 // `Linear` does, with the result back in fp32).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& add) {
-  if (x.numel() <= kMaxGemvRows * x.size(-1)) return gemv(x, w, add);
+  if (x.numel() > 0 && x.numel() <= kMaxGemvRows * x.size(-1)) return gemv(x, w, add);
   check_linear(x, w, add, "linear");
   const at::Tensor x2 = x.reshape({-1, x.size(-1)});
   at::Tensor y = w.scalar_type() == at::kFloat ? at::mm(x2, w.t())
@@ -449,8 +452,8 @@ void rms_norm_rows(const float* x, const W* w, float* out, int64_t M, int64_t C,
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "medlvm::rms_norm: CPU tensors only");
   TORCH_CHECK(x.scalar_type() == at::kFloat, "medlvm::rms_norm: x must be float32, got ", x.scalar_type());
-  TORCH_CHECK(w.dim() == 1 && x.size(-1) == w.size(0), "medlvm::rms_norm: weight of ", w.size(0),
-              " for a last dimension of ", x.size(-1));
+  TORCH_CHECK(w.dim() == 1 && x.dim() >= 1 && x.size(-1) == w.size(0) && w.size(0) > 0,
+              "medlvm::rms_norm: weight of ", w.size(0), " for a last dimension of ", x.size(-1));
   const at::Tensor xc = x.contiguous();
   const at::Tensor wc = w.contiguous();
   at::Tensor out = at::empty_like(xc);
@@ -523,7 +526,8 @@ at::Tensor rope_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Te
 // SwiGLU's gate: silu(g) * u for gu = [g | u] along the last dimension (M, 2 I) -> (M, I).
 at::Tensor silu_mul(const at::Tensor& gu) {
   TORCH_CHECK(gu.device().is_cpu() && gu.scalar_type() == at::kFloat, "medlvm::silu_mul: float32 CPU tensor");
-  TORCH_CHECK(gu.size(-1) % 2 == 0, "medlvm::silu_mul: the last dimension must be even, got ", gu.size(-1));
+  TORCH_CHECK(gu.dim() >= 1 && gu.size(-1) > 0 && gu.size(-1) % 2 == 0,
+              "medlvm::silu_mul: the last dimension must be even and positive, got ", gu.sizes());
   const at::Tensor g = gu.contiguous();
   const int64_t I = g.size(-1) / 2, M = g.numel() / (2 * I);
   std::vector<int64_t> shape(g.sizes().begin(), g.sizes().end());

@@ -3,17 +3,21 @@
 A decode step at small batch reads every weight and the whole KV cache once; its speed is the memory
 bandwidth of two operations: the matrix-vector products of the linear layers and the attention of one new
 query over the cache. PyTorch's CPU GEMV (through MKL) streams weights at a third of the bandwidth on some
-CPUs (11 GB/s of 33 GB/s on the AMD EPYC this project is measured on), so MedLVM ships two kernels:
+CPUs (11 GB/s of 33 GB/s on the AMD EPYC this project is measured on), and a step of ~40 small operators per
+layer costs more in Python than in arithmetic. So MedLVM ships its own operators (listed in the .cpp), chiefly
 
-    torch.ops.medlvm.gemv(x (M, K) fp32, w (N, K) fp32|bf16) -> (M, N) fp32       M <= 4 rows
+    torch.ops.medlvm.gemv(x (..., K) fp32, w (N, K) fp32|bf16, add=None) -> (..., N) fp32    1..4 rows
     torch.ops.medlvm.decode_attention(q (B, H, D), k, v (Bc, H, Tc, D) fp32|bf16, length) -> (B, H, D)
+    torch.ops.medlvm.decode_layer(x (B, 1, C), weights..., k, v, cos, sin, pos, eps) -> (B, 1, C)
 
 `load()` compiles them with the machine's C++ compiler through `torch.utils.cpp_extension` (about 10 s, once;
 the build is cached under `<MEDLVM_CACHE>/kernels/`), for x86-64 Linux CPUs with AVX2+FMA or AVX-512 (for the
 machine it runs on; `MEDLVM_CPU_KERNELS_MARCH=x86-64-v3` builds the AVX2 path anywhere). Where
 that is not possible (no compiler, no ninja, another OS or CPU), or with `MEDLVM_CPU_KERNELS=0`, the model
-runs on PyTorch's own operators, which give the same results to rounding. The transformer asks for them only
-on CPU in inference (no autograd): `Transformer.setup_caches` calls `load()`.
+runs on PyTorch's own operators, which give the same results to rounding. One difference is by design: with
+bf16 weights, `gemv` keeps the activations in fp32, where PyTorch's mixed mode (and the BLAS path for more than
+4 rows) rounds them to bf16, so bf16 logits differ slightly (~5e-3) between those paths. The transformer asks
+for them only on CPU in inference (no autograd): `Transformer.setup_caches` calls `load()`.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
         if _kernels_serve(x) and weight.dtype in cpu_kernels.KERNEL_DTYPES and (
-                x.numel() <= cpu_kernels.MAX_GEMV_ROWS * x.shape[-1]):  # a few rows: a GEMV streams the weights
+                0 < x.numel() <= cpu_kernels.MAX_GEMV_ROWS * x.shape[-1]):  # a few rows: a GEMV streams the weights
             return torch.ops.medlvm.gemv(x, weight)
         if x.dtype == weight.dtype:
             return F.linear(x, weight)
@@ -134,10 +134,9 @@ class Attention(nn.Module):
 
     def decode_kernels_serve(self, x: torch.Tensor) -> bool:
         """Whether `medlvm::decode_layer` can take a decode step: CPU kernels loaded, fp32 activations without
-        autograd, fp32/bf16 weights and cache, head_dim a multiple of 16 up to 128."""
+        autograd, a fp32/bf16 cache, head_dim a multiple of 16 up to 128 (the layer checks its weights)."""
         return (_kernels_serve(x) and self.kv_cache is not None and self.head_dim % 16 == 0
-                and self.head_dim <= cpu_kernels.MAX_HEAD_DIM and self.kv_cache.k.dtype in cpu_kernels.KERNEL_DTYPES
-                and self.qkv_proj.weight.dtype in cpu_kernels.KERNEL_DTYPES)
+                and self.head_dim <= cpu_kernels.MAX_HEAD_DIM and self.kv_cache.k.dtype in cpu_kernels.KERNEL_DTYPES)
 
 
 def _prefix_mask(start: int, t: int, device) -> Optional[torch.Tensor]:
@@ -174,10 +173,11 @@ class DecoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: Optional[int]) -> torch.Tensor:
         attn, mlp = self.self_attn, self.mlp
         if start is not None and x.shape[1] == 1 and attn.decode_kernels_serve(x):  # one call for the whole layer
-            return torch.ops.medlvm.decode_layer(
-                x, self.input_layernorm.weight, attn.qkv_proj.weight, attn.o_proj.weight,
-                self.post_attention_layernorm.weight, mlp.gate_up_proj.weight, mlp.down_proj.weight,
-                attn.kv_cache.k, attn.kv_cache.v, cos, sin, start, self.input_layernorm.eps)
+            weights = (self.input_layernorm.weight, attn.qkv_proj.weight, attn.o_proj.weight,
+                       self.post_attention_layernorm.weight, mlp.gate_up_proj.weight, mlp.down_proj.weight)
+            if all(w.dtype in cpu_kernels.KERNEL_DTYPES for w in weights):
+                return torch.ops.medlvm.decode_layer(x, *weights, attn.kv_cache.k, attn.kv_cache.v, cos, sin, start,
+                                                     self.input_layernorm.eps)
         h = x + self.self_attn(self.input_layernorm(x), cos, sin, start)
         return h + self.mlp(self.post_attention_layernorm(h))
 

@@ -31,16 +31,37 @@ def rand(*shape, dtype=torch.float32, seed=0, scale=1.0):
     return (torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale).to(dtype)
 
 
+@pytest.fixture
+def two_threads():
+    """The kernels split work across threads; the suite runs single-threaded, so some tests use two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4])
-def test_gemv_equals_linear(ops, dtype, rows):
-    k, n = 70, 37  # neither a multiple of the 16 lanes nor of the rows in flight: the tails run too
+@pytest.mark.parametrize("k, n", [(70, 37), (1, 5), (17, 9), (33, 1)])  # tails, shorter than a vector block
+def test_gemv_equals_linear(ops, dtype, rows, k, n):
     x, w, add = rand(rows, k, seed=1), rand(n, k, dtype=dtype, seed=2), rand(rows, n, seed=3)
     expected = F.linear(x, w.float())  # fp32 activations times the weights' exact values
     torch.testing.assert_close(ops.gemv(x, w), expected, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(ops.gemv(x, w, add), expected + add, atol=2e-5, rtol=1e-5)
     got = ops.gemv(x.view(rows, 1, k), w)  # leading dimensions are kept
     assert got.shape == (rows, 1, n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gemv_split_across_threads(ops, dtype, two_threads):
+    x, w = rand(3, 1030, seed=1), rand(2051, 1030, dtype=dtype, seed=2)  # many blocks: both threads get work
+    torch.testing.assert_close(ops.gemv(x, w), F.linear(x, w.float()), atol=1e-4, rtol=1e-5)
+
+
+def test_gemv_takes_strided_inputs(ops):
+    x, w = rand(2, 40, seed=1)[:, ::2], rand(20, 64, seed=2).t()  # (2, 20) every other column; (64, 20) transposed
+    assert not x.is_contiguous() and not w.is_contiguous()
+    torch.testing.assert_close(ops.gemv(x, w), F.linear(x, w), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -53,7 +74,7 @@ def test_linear_uses_the_blas_beyond_a_few_rows(ops, dtype):
 
 
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("head_dim", [16, 64, 128])
+@pytest.mark.parametrize("head_dim", [16, 32, 48, 64, 80, 96, 112, 128])
 @pytest.mark.parametrize("length", [1, 17, 100])
 def test_decode_attention_equals_sdpa(ops, cache_dtype, head_dim, length):
     b, h = 2, 3
@@ -62,6 +83,25 @@ def test_decode_attention_equals_sdpa(ops, cache_dtype, head_dim, length):
     q = rand(b, h, head_dim, seed=3, scale=2.0)
     expected = F.scaled_dot_product_attention(q[:, :, None], k[:b, :, :length].float(), v[:b, :, :length].float())
     torch.testing.assert_close(ops.decode_attention(q, k, v, length), expected[:, :, 0], atol=2e-6, rtol=1e-5)
+
+
+def test_decode_attention_split_across_threads_and_nan_propagates(ops, two_threads):
+    k, v, q = rand(5, 4, 300, 64, seed=1), rand(5, 4, 300, 64, seed=2), rand(5, 4, 64, seed=3)
+    expected = F.scaled_dot_product_attention(q[:, :, None], k[:, :, :257], v[:, :, :257])[:, :, 0]
+    torch.testing.assert_close(ops.decode_attention(q, k, v, 257), expected, atol=2e-6, rtol=1e-5)
+    k[0, 0, 1, 0] = float("nan")  # like SDPA, a NaN key poisons its head instead of vanishing in the softmax
+    got = ops.decode_attention(q, k, v, 257)
+    assert got[0, 0].isnan().all() and not got[0, 1:].isnan().any() and not got[1:].isnan().any()
+
+
+def test_empty_inputs(ops):
+    linear = torch.nn.Linear(16, 8, bias=False)
+    with torch.no_grad():
+        assert ops.linear(torch.zeros(0, 16), linear.weight).shape == (0, 8)
+    with pytest.raises(RuntimeError, match="even and positive"):
+        ops.silu_mul(torch.zeros(3, 0))
+    with pytest.raises(RuntimeError, match="weight of 0"):
+        ops.rms_norm(torch.zeros(3, 0), torch.zeros(0), 1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -106,8 +146,9 @@ def test_silu_mul_equals_swiglu_gate(ops):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch", [1, 3, 6])  # 6 rows go to the BLAS
-def test_decode_layer_equals_the_module(ops, dtype, batch):
+def test_decode_layer_equals_the_module(ops, dtype, cache_dtype, batch):
     torch.manual_seed(0)
     config = TransformerConfig.from_name("tiny")
     layer = DecoderLayer(config).to(dtype)
@@ -115,7 +156,7 @@ def test_decode_layer_equals_the_module(ops, dtype, batch):
     x = rand(batch, 1, config.dim, seed=8)
     results = {}
     for use_kernels in (False, True):
-        cache = KVCache(batch, config.n_head, 32, config.head_dim, torch.float32, "cpu")
+        cache = KVCache(batch + 2, config.n_head, 32, config.head_dim, cache_dtype, "cpu")  # larger than the batch
         cache.k.copy_(rand(*cache.k.shape, seed=1))
         cache.v.copy_(rand(*cache.v.shape, seed=2))
         layer.self_attn.kv_cache = cache
@@ -131,9 +172,10 @@ def test_decode_layer_equals_the_module(ops, dtype, batch):
 
 
 @pytest.mark.parametrize("batch", [1, 6])
-def test_cached_decoding_with_kernels_equals_pytorch_operators(ops, batch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_decoding_with_kernels_equals_pytorch_operators(ops, batch, dtype):
     torch.manual_seed(0)
-    model = Transformer(TransformerConfig.from_name("tiny")).eval()
+    model = Transformer(TransformerConfig.from_name("tiny")).eval().to(dtype)
     idx = torch.randint(0, 64, (batch, 40))
     logits = {}
     for use_kernels in (True, False):
@@ -146,7 +188,28 @@ def test_cached_decoding_with_kernels_equals_pytorch_operators(ops, batch):
         finally:
             cpu_kernels.set_enabled(True)
     assert cpu_kernels.ACTIVE
-    torch.testing.assert_close(logits[True], logits[False], atol=1e-4, rtol=1e-4)
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2  # bf16: the fallback rounds activations, gemv does not
+    torch.testing.assert_close(logits[True], logits[False], atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("case", ["head_dim 24", "fp16 cache", "fp16 weights"])
+def test_layers_the_kernels_cannot_take_fall_back(ops, case):
+    """With the kernels active, a model they do not fit still decodes, on PyTorch's operators."""
+    torch.manual_seed(0)
+    config = TransformerConfig.from_name("tiny")
+    if case == "head_dim 24":
+        config = type(config).from_dict({"dim": 48, "n_head": 2}, base=config)
+    model = Transformer(config).eval()
+    if case == "fp16 weights":
+        model = model.to(torch.float16)
+    idx = torch.randint(0, 64, (2, 12))
+    with torch.inference_mode():
+        full = model(idx)[:, -1]
+        model.setup_caches(2, 16, dtype=torch.float16 if case == "fp16 cache" else None)
+        model(idx[:, :11], 0)
+        last = model(idx[:, 11:], 11)[:, -1]
+    assert cpu_kernels.ACTIVE
+    torch.testing.assert_close(last, full, atol=2e-2 if case.startswith("fp16") else 1e-5, rtol=1e-2)
 
 
 def test_training_never_takes_the_kernels(ops):
@@ -171,6 +234,8 @@ def test_kernel_errors_name_the_problem(ops):
         ops.decode_attention(torch.zeros(1, 2, 100), torch.zeros(1, 2, 8, 100), torch.zeros(1, 2, 8, 100), 4)
     with pytest.raises(RuntimeError, match="length"):
         ops.decode_attention(torch.zeros(1, 2, 16), torch.zeros(1, 2, 8, 16), torch.zeros(1, 2, 8, 16), 9)
+    with pytest.raises(RuntimeError, match="residual"):
+        ops.gemv(torch.zeros(2, 16), torch.zeros(8, 16), torch.zeros(8, 2))
     with pytest.raises(RuntimeError, match="position"):
         ops.rope_cache(torch.zeros(1, 96), torch.zeros(16), torch.zeros(16), torch.zeros(1, 2, 8, 16),
                        torch.zeros(1, 2, 8, 16), 8)
