@@ -13,10 +13,10 @@ B tokens per (weights + average KV cache bytes) / bandwidth. Prints a Markdown t
     python benchmarks/decode.py --batch 1 4 --new-tokens 32 --prompt 256 --threads 1   # quick
     python benchmarks/decode.py --dtype fp32 bf16                 # ours in fp32 and in CPU mixed mode, HF in fp32
     python benchmarks/decode.py --kernels on                      # ours only with MedLVM's CPU kernels
+    python benchmarks/decode.py --device cuda --dtype bf16        # on a GPU
 
 On CPU each of our rows is timed twice by default: with MedLVM's CPU decode kernels (models/cpu_kernels.py)
 and with PyTorch's operators only, so the kernels' gain is measured in the same run.
-    python benchmarks/decode.py --device cuda --dtype bf16        # on a GPU
 """
 
 from __future__ import annotations
@@ -64,14 +64,7 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> f
 
 def cpu_name() -> str:
     """The CPU model as the OS names it (figures differ between CPU generations)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_kernels.cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def measure_bandwidth(device: torch.device, megabytes: int = 512) -> float:

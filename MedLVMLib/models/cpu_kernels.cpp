@@ -267,6 +267,13 @@ void gemv_dispatch(const float* x, const W* w, const float* add, float* y, int64
   }
 }
 
+// x's shape with the last dimension replaced by `last`: the shape of a product's output.
+std::vector<int64_t> with_last(const at::Tensor& x, int64_t last) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = last;
+  return shape;
+}
+
 void check_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& add, const char* op) {
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "medlvm::", op, ": CPU tensors only");
   TORCH_CHECK(x.dim() >= 1 && w.dim() == 2, "medlvm::", op, ": x must be (..., K) and w (N, K)");
@@ -275,8 +282,7 @@ void check_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<
               ": weights must be float32 or bfloat16, got ", w.scalar_type());
   TORCH_CHECK(x.size(-1) == w.size(1), "medlvm::", op, ": x has ", x.size(-1), " columns, w ", w.size(1));
   if (add) {
-    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-    shape.back() = w.size(0);
+    const std::vector<int64_t> shape = with_last(x, w.size(0));
     TORCH_CHECK(add->scalar_type() == at::kFloat && add->sizes() == c10::IntArrayRef(shape), "medlvm::", op,
                 ": the residual must be float32 of the output's shape ", c10::IntArrayRef(shape), ", got ",
                 add->sizes());
@@ -291,9 +297,7 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const c10::optional<at
   const at::Tensor xc = x.contiguous();
   const at::Tensor wc = w.contiguous();
   const at::Tensor ac = add ? add->contiguous() : at::Tensor();
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = N;
-  at::Tensor y = at::empty(shape, xc.options());
+  at::Tensor y = at::empty(with_last(x, N), xc.options());
   const float* ap = add ? ac.data_ptr<float>() : nullptr;
   if (wc.scalar_type() == at::kFloat) {
     gemv_dispatch(xc.data_ptr<float>(), wc.data_ptr<float>(), ap, y.data_ptr<float>(), M, K, N);
@@ -312,9 +316,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<
   at::Tensor y = w.scalar_type() == at::kFloat ? at::mm(x2, w.t())
                                                : at::mm(x2.to(w.scalar_type()), w.t()).to(at::kFloat);
   if (add) y.add_(add->reshape_as(y));
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = w.size(0);
-  return y.view(shape);
+  return y.view(with_last(x, w.size(0)));
 }
 
 // One (sentence, head): out[D] = softmax(q . k[t] / sqrt(D), t < L) v, with D = DV * 16.
@@ -530,9 +532,7 @@ at::Tensor silu_mul(const at::Tensor& gu) {
               "medlvm::silu_mul: the last dimension must be even and positive, got ", gu.sizes());
   const at::Tensor g = gu.contiguous();
   const int64_t I = g.size(-1) / 2, M = g.numel() / (2 * I);
-  std::vector<int64_t> shape(g.sizes().begin(), g.sizes().end());
-  shape.back() = I;
-  at::Tensor out = at::empty(shape, g.options());
+  at::Tensor out = at::empty(with_last(g, I), g.options());
   const float* gp = g.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t iv = I / kLanes * kLanes;

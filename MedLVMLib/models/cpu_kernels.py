@@ -48,16 +48,21 @@ _enabled = True
 ACTIVE = False  # loaded and enabled: what the model's fast paths check
 
 
-def cpu_flags() -> set:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+def cpuinfo(field: str) -> Optional[str]:
+    """The first `field` line of /proc/cpuinfo ("flags", "model name"), or None where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set:
+    """The CPU feature flags (empty where /proc/cpuinfo has none)."""
+    return set((cpuinfo("flags") or "").split())
 
 
 def unsupported_reason() -> Optional[str]:
@@ -125,9 +130,9 @@ def load() -> bool:
 def _compile_and_load() -> tuple:
     from torch.utils.cpp_extension import load as load_extension
 
-    tag, folder = build_tag(), build_dir()
+    folder = build_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"medlvm_cpu_kernels_{tag}"
+    name = f"medlvm_cpu_kernels_{folder.name}"  # the folder is named by the build tag
     if not (folder / f"{name}.so").exists():
         log.warning("compiling MedLVM's CPU decode kernels for this machine (once, about 10 s) in %s", folder)
     try:
@@ -147,8 +152,9 @@ def status() -> str:
         reason = unsupported_reason()
         if reason:
             return f"not available: {reason}"
-        built = any(build_dir().glob("*.so"))
-        return f"available ({'built in ' + str(build_dir()) if built else 'compiled on first CPU decode'})"
+        folder = build_dir()
+        built = any(folder.glob("*.so"))
+        return f"available ({'built in ' + str(folder) if built else 'compiled on first CPU decode'})"
     if not _loaded:
         return f"not available: {_reason}"
     return "in use" if _enabled else "loaded, disabled"

@@ -132,12 +132,6 @@ class Attention(nn.Module):
                 y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=_prefix_mask(start, t, q.device))
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.dim))  # (B, T, C)
 
-    def decode_kernels_serve(self, x: torch.Tensor) -> bool:
-        """Whether `medlvm::decode_layer` can take a decode step: CPU kernels loaded, fp32 activations without
-        autograd, a fp32/bf16 cache, head_dim a multiple of 16 up to 128 (the layer checks its weights)."""
-        return (_kernels_serve(x) and self.kv_cache is not None and self.head_dim % 16 == 0
-                and self.head_dim <= cpu_kernels.MAX_HEAD_DIM and self.kv_cache.k.dtype in cpu_kernels.KERNEL_DTYPES)
-
 
 def _prefix_mask(start: int, t: int, device) -> Optional[torch.Tensor]:
     """Causal mask for T queries at positions start.. over keys 0..start+T-1; None for one query."""
@@ -171,15 +165,25 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: Optional[int]) -> torch.Tensor:
-        attn, mlp = self.self_attn, self.mlp
-        if start is not None and x.shape[1] == 1 and attn.decode_kernels_serve(x):  # one call for the whole layer
-            weights = (self.input_layernorm.weight, attn.qkv_proj.weight, attn.o_proj.weight,
-                       self.post_attention_layernorm.weight, mlp.gate_up_proj.weight, mlp.down_proj.weight)
-            if all(w.dtype in cpu_kernels.KERNEL_DTYPES for w in weights):
-                return torch.ops.medlvm.decode_layer(x, *weights, attn.kv_cache.k, attn.kv_cache.v, cos, sin, start,
+        if start is not None and x.shape[1] == 1 and _kernels_serve(x):
+            weights = self._decode_kernel_weights()
+            if weights is not None:  # one call for the whole layer
+                cache = self.self_attn.kv_cache
+                return torch.ops.medlvm.decode_layer(x, *weights, cache.k, cache.v, cos, sin, start,
                                                      self.input_layernorm.eps)
         h = x + self.self_attn(self.input_layernorm(x), cos, sin, start)
         return h + self.mlp(self.post_attention_layernorm(h))
+
+    def _decode_kernel_weights(self) -> Optional[tuple]:
+        """The layer's weights in `medlvm::decode_layer`'s order, or None when that kernel cannot take the layer:
+        it needs a fp32/bf16 cache, head_dim a multiple of 16 up to 128 and fp32/bf16 weights."""
+        attn, mlp, cache = self.self_attn, self.mlp, self.self_attn.kv_cache
+        if cache is None or cache.k.dtype not in cpu_kernels.KERNEL_DTYPES or attn.head_dim % 16 or (
+                attn.head_dim > cpu_kernels.MAX_HEAD_DIM):
+            return None
+        weights = (self.input_layernorm.weight, attn.qkv_proj.weight, attn.o_proj.weight,
+                   self.post_attention_layernorm.weight, mlp.gate_up_proj.weight, mlp.down_proj.weight)
+        return weights if all(w.dtype in cpu_kernels.KERNEL_DTYPES for w in weights) else None
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
