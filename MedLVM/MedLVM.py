@@ -1,7 +1,7 @@
 """MedLVM: zero-shot Large Vision Model on CT, as a 3D Slicer scripted module.
 
 Qt/MRML glue only. The engine (torch) runs out of process, in a `PythonSlicer -m MedLVMLib worker` process
-that stays alive between requests (MedLVMLib.worker); MRML conversions live in MedLVMLib.mrml. Nothing
+that stays alive between requests (MedLVMLib.slicer.server); MRML conversions live in MedLVMLib.slicer.mrml. Nothing
 heavy is imported when Slicer loads this module: torch is only needed inside the worker process.
 """
 
@@ -175,7 +175,7 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
     # -- engine process
 
     def defaultEngineCommand(self) -> list:
-        from MedLVMLib.worker import engine_command
+        from MedLVMLib.slicer.client import engine_command
 
         pythonSlicer = shutil.which("PythonSlicer")
         if pythonSlicer is None and hasattr(slicer, "app"):
@@ -186,7 +186,7 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
 
     def engine(self):
         if self._engine is None:
-            from MedLVMLib.worker import EngineClient
+            from MedLVMLib.slicer.client import EngineClient
 
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (engineRoot(), env.get("PYTHONPATH", "")) if p)
@@ -214,15 +214,15 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
 
         task "motion": predict the phases after the first `observedPhases`; "segment": carry
         `exampleSegmentation`, drawn on item `fromPhase` of the input, to every phase.
-        Blocking: returns the new nodes (MedLVMLib.mrml.MotionOutputs / SegmentOutputs) or raises RuntimeError.
+        Blocking: returns the new nodes (MedLVMLib.slicer.mrml.MotionOutputs / SegmentOutputs) or raises RuntimeError.
         Non-blocking: returns at once; `onFinished(outputs, errorMessage)` is called from a Qt timer.
         onProgress(stage, done, total) and onLog(message) report what the engine is doing.
         """
-        from MedLVMLib import worker
+        from MedLVMLib.slicer import protocol
 
         if self.busy:
             raise RuntimeError(_("MedLVM is already running a job: cancel it or wait for it to finish."))
-        request = worker.TaskRequest(task=task, observed=observedPhases, future=phasesToPredict, axis=axis,
+        request = protocol.TaskRequest(task=task, observed=observedPhases, future=phasesToPredict, axis=axis,
                                      model=model, device=device, samples=samples, seed=seed, method=method,
                                      from_phase=fromPhase)
         self._checkRequest(inputSequence, request, exampleSegmentation)
@@ -255,21 +255,21 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
 
     def _prepareJob(self, jobDir: Path, inputSequence, request, exampleSegmentation):
         """Write the inputs into `jobDir`; returns (engine arguments, output path)."""
-        from MedLVMLib import mrml
+        from MedLVMLib.slicer import mrml, segmentations
 
         inputPath = mrml.write_sequence_file(inputSequence, jobDir / "input.seq.nrrd")
         outPath = jobDir / request.output_name
         labelsPath = namesPath = None
         if request.task == "segment":
             labelsPath = jobDir / "example_labels.nrrd"
-            names = mrml.write_label_file(inputSequence.GetScene(), exampleSegmentation, inputSequence,
+            names = segmentations.write_label_file(inputSequence.GetScene(), exampleSegmentation, inputSequence,
                                           request.from_phase, labelsPath)
             namesPath = jobDir / "names.json"
             namesPath.write_text(json.dumps({name: label for label, name in names.items()}))
         return self.buildArgv(request, inputPath, outPath, labelsPath, namesPath), outPath
 
     def buildArgv(self, request, inputPath: Path, outPath: Path, labelsPath=None, namesPath=None) -> list:
-        from MedLVMLib.worker import task_argv
+        from MedLVMLib.slicer.protocol import task_argv
 
         return task_argv(request, str(inputPath), str(outPath), labelsPath and str(labelsPath),
                          namesPath and str(namesPath))
@@ -279,7 +279,7 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
         if self._engine is not None:
             self._engine.cancel(hard=True)
         if self._job is not None:
-            from MedLVMLib.worker import Event
+            from MedLVMLib.slicer.protocol import Event
 
             self._finishJob(Event("cancelled", id=self._job["id"], message=_("Cancelled.")))
 
@@ -311,12 +311,12 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _importOutputs(job):
-        from MedLVMLib import mrml, worker
+        from MedLVMLib.slicer import mrml, protocol, segmentations
 
         scene = job["input"].GetScene()
         if job["task"] == "segment":
-            return mrml.import_segment_outputs(scene, job["out"], Path(worker.segments_file(str(job["out"]))),
-                                               job["input"])
+            segments = Path(protocol.segments_file(str(job["out"])))
+            return segmentations.import_segment_outputs(scene, job["out"], segments, job["input"])
         return mrml.import_motion_outputs(scene, job["out"], job["input"])
 
     def _finishJob(self, event):
@@ -557,8 +557,8 @@ class MedLVMTest(ScriptedLoadableModuleTest):
         """A breathing phantom: a dense sphere moving along the superior-inferior axis, oblique grid."""
         import numpy as np
 
-        from MedLVMLib import mrml
-        from MedLVMLib.volumes import Geometry, Phases
+        from MedLVMLib.imaging.volume import Geometry, Phases
+        from MedLVMLib.slicer import mrml
 
         z, y, x = np.mgrid[0:16, 0:24, 0:24].astype(np.float32)
         array = np.full((nPhases, 16, 24, 24), -800.0, np.float32)
@@ -571,7 +571,7 @@ class MedLVMTest(ScriptedLoadableModuleTest):
         return mrml.phases_to_sequence(slicer.mrmlScene, phases, "MedLVM test 4D CT"), geometry
 
     def _checkOutputs(self, outputs, inputSequence, geometry, expectedValues):
-        from MedLVMLib import mrml
+        from MedLVMLib.slicer import mrml
 
         sequence = outputs.sequence
         self.assertEqual(sequence.GetNumberOfDataNodes(), len(expectedValues))

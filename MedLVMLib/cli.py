@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medlvm", description="MedLVM: zero-shot Large Vision Model on CT.")
     parser.add_argument("--version", action="version", version=f"medlvm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.set_defaults(_build_parser=build_parser)  # for `medlvm worker`, which parses the requests it serves
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for words, module_name in COMMANDS:

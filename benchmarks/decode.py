@@ -1,7 +1,7 @@
 """Batched decode speed: MedLVM's generate vs HF `LlamaForCausalLM.generate` on the same weights.
 
 For each batch size it times, on random weights of a transformer preset:
-  - ours:       MedLVMLib.generate.generate_images (static KV cache, greedy)
+  - ours:       MedLVMLib.engine.generate.generate_images (static KV cache, greedy)
   - HF default: generate(do_sample=False) with its default DynamicCache
   - HF static:  generate(..., cache_implementation="static")
 Decode tokens/s = B * (N - 1) / (time from the end of the prefill to the end), marked the same way for all
@@ -31,15 +31,15 @@ from typing import Callable, Optional
 import torch
 
 try:
-    from MedLVMLib.config import TransformerConfig
+    from MedLVMLib.engine.config import TransformerConfig
 except ImportError:  # run from a checkout without installing
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from MedLVMLib.config import TransformerConfig
-from MedLVMLib.generate import generate_images
-from MedLVMLib.models import cpu_kernels
-from MedLVMLib.models.transformer import Transformer
+    from MedLVMLib.engine.config import TransformerConfig
+from MedLVMLib.engine.generate import generate_images
+from MedLVMLib.engine.models import cpu_kernels
+from MedLVMLib.engine.models.transformer import Transformer
 from MedLVMLib.progress import Progress
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

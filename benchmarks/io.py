@@ -19,8 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from MedLVMLib.phantom import build_anatomy
-from MedLVMLib.volumes import Geometry, Phases, read_phases, write_phases
+from MedLVMLib.imaging.phases_io import read_phases, write_phases
+from MedLVMLib.imaging.volume import Geometry, Phases
+from MedLVMLib.synthetic.phantom import build_anatomy
 
 FORMATS = {  # name -> (output name, write_phases suffix option, gzip)
     "seq.nrrd": ("ct.seq.nrrd", ".nrrd", True),

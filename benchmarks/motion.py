@@ -27,21 +27,23 @@ import numpy as np
 import torch
 
 try:
-    from MedLVMLib import api
+    from MedLVMLib.engine import lvm
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from MedLVMLib import api
-from MedLVMLib import phantom, volumes
-from MedLVMLib.config import PreprocessConfig, TokenizerConfig, TransformerConfig
-from MedLVMLib.devices import resolve_device
-from MedLVMLib.models.transformer import Transformer
-from MedLVMLib.models.vqgan import VQGAN
+    from MedLVMLib.engine import lvm
+from MedLVMLib.engine.config import PreprocessConfig, TokenizerConfig, TransformerConfig
+from MedLVMLib.engine.devices import resolve_device
+from MedLVMLib.engine.models.transformer import Transformer
+from MedLVMLib.engine.models.vqgan import VQGAN
+from MedLVMLib.imaging.phases_io import read_phases, write_phases
+from MedLVMLib.imaging.volume import Phases
+from MedLVMLib.synthetic import phantom
 from MedLVMLib.tasks import common, motion
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def random_model(preset: str, tokenizer: str, device: torch.device, dtype: torch.dtype) -> api.MedLVMModel:
+def random_model(preset: str, tokenizer: str, device: torch.device, dtype: torch.dtype) -> lvm.MedLVMModel:
     """Random weights built directly on the device (a 7B model never touches CPU memory)."""
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
@@ -52,11 +54,11 @@ def random_model(preset: str, tokenizer: str, device: torch.device, dtype: torch
             transformer = Transformer(TransformerConfig.from_name(preset)).eval()
         finally:
             torch.set_default_dtype(previous)
-    return api.MedLVMModel(tokenizer_model, transformer, PreprocessConfig(), f"{preset}+{tokenizer} (random)",
+    return lvm.MedLVMModel(tokenizer_model, transformer, PreprocessConfig(), f"{preset}+{tokenizer} (random)",
                            device, dtype)
 
 
-def synthetic_case(n_phases: int, slices: int, size: int, axis: str) -> volumes.Phases:
+def synthetic_case(n_phases: int, slices: int, size: int, axis: str) -> Phases:
     """Phantom anatomy resampled so that slicing along `axis` gives `slices` frames of size x size."""
     shape = {"axial": (slices, size, size), "coronal": (size, slices, size), "sagittal": (size, size, slices)}[axis]
     small = phantom.make_phantom(seed=0, n_phases=n_phases, shape=tuple(min(s, 64) for s in shape))
@@ -64,7 +66,7 @@ def synthetic_case(n_phases: int, slices: int, size: int, axis: str) -> volumes.
 
     zoom = [1.0] + [t / s for t, s in zip(shape, small.phases.shape)]
     array = ndimage.zoom(small.phases.array, zoom, order=1).astype(np.float32)
-    return volumes.Phases(array, small.phases.geometry)
+    return Phases(array, small.phases.geometry)
 
 
 def _sync(device: torch.device) -> None:
@@ -75,13 +77,13 @@ def _sync(device: torch.device) -> None:
 def run_once(args, model, path: Path, out: Path) -> dict:
     device = model.device
     t0 = time.perf_counter()
-    phases = volumes.read_phases(path)
+    phases = read_phases(path)
     t_read = time.perf_counter() - t0
     result = motion.predict_motion(phases, args.observed, n_future=args.future, model=model, axis=args.axis,
                                    batch_size=args.batch_size, seed=0, greedy=args.greedy, render=args.render)
     _sync(device)
     t1 = time.perf_counter()
-    volumes.write_phases(result.predicted, out, overwrite=True)
+    write_phases(result.predicted, out, overwrite=True)
     t_write = time.perf_counter() - t1
     stages = {"read": t_read, **{k: result.timings.get(k, 0.0) for k in ("tokenize", "generate", "decode")},
               "render (warp)": result.timings.get("render", 0.0), "write": t_write}
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
     if args.preset:
         model = random_model(args.preset, args.tokenizer or args.preset, device, DTYPES[args.dtype])
     else:
-        model = api.load_model(args.model, device=device, dtype=DTYPES[args.dtype])
+        model = lvm.load_model(args.model, device=device, dtype=DTYPES[args.dtype])
     build_s = time.perf_counter() - t0
     if args.slices or args.size:
         case_phases = synthetic_case(args.phases, args.slices or 64, args.size or model.image_size, args.axis)
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
         case_phases = phantom.demo_case().phases
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ct.seq.nrrd"
-        volumes.write_phases(case_phases, path)
+        write_phases(case_phases, path)
         if args.warmup:
             run_once(args, model, path, Path(tmp) / "warm.seq.nrrd")
             if device.type == "cuda":

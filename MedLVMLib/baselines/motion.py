@@ -33,10 +33,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from MedLVMLib import registration
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.imaging import registration
+from MedLVMLib.imaging.volume import Phases, continue_index
 from MedLVMLib.progress import Progress, ensure
-from MedLVMLib.volumes import Phases, continue_index
 
 LUJAN_POWERS = (1, 2, 3)
 DVF_MODELS = ("lujan", "harmonic", "linear")

@@ -19,10 +19,10 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from MedLVMLib import registration
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.imaging import registration
+from MedLVMLib.imaging.volume import Geometry, Phases
 from MedLVMLib.progress import Progress, ensure
-from MedLVMLib.volumes import Geometry, Phases
 
 AXIS_NAMES = {"axial": 0, "coronal": 1, "sagittal": 2}
 AxisLike = Union[str, int]

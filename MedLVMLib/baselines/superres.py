@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from MedLVMLib.errors import MedLVMError
-from MedLVMLib.volumes import Geometry, Volume
+from MedLVMLib.imaging.volume import Geometry, Volume
 
 AXES = {"z": (0,), "xy": (1, 2), "inplane": (1, 2), "xyz": (0, 1, 2)}  # array axes ([Z, Y, X] order)
 INTERPOLATORS = {"nearest": sitk.sitkNearestNeighbor, "linear": sitk.sitkLinear, "cubic": sitk.sitkBSpline}

@@ -22,17 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, progress=None) -> int:
     from pathlib import Path
 
-    from MedLVMLib import checkpoints
-    from MedLVMLib.config import PreprocessConfig
-    from MedLVMLib.devices import parse_dtype
+    from MedLVMLib.engine.checkpoints.formats import load_checkpoint, save_checkpoint
+    from MedLVMLib.engine.config import PreprocessConfig
+    from MedLVMLib.engine.devices import parse_dtype
     from MedLVMLib.outputs import check_output_path
 
     out = check_output_path(args.out, args.overwrite)
     preprocess = PreprocessConfig(args.hu_min, args.hu_max)
-    ckpt = checkpoints.load_checkpoint(args.source, "cpu", parse_dtype(args.dtype), args.tokenizer)
+    ckpt = load_checkpoint(args.source, "cpu", parse_dtype(args.dtype), args.tokenizer)
     if ckpt.format == "medlvm" and ckpt.preprocess != PreprocessConfig():
         preprocess = ckpt.preprocess
-    checkpoints.save_checkpoint(out, tokenizer=ckpt.tokenizer, transformer=ckpt.transformer, preprocess=preprocess,
+    save_checkpoint(out, tokenizer=ckpt.tokenizer, transformer=ckpt.transformer, preprocess=preprocess,
                                 model_id=args.model_id or Path(out).name,
                                 description=args.description or ckpt.description, overwrite=args.overwrite)
     parts = [p for p, m in (("tokenizer", ckpt.tokenizer), ("transformer", ckpt.transformer)) if m is not None]

@@ -33,10 +33,10 @@ def run(args: argparse.Namespace, progress=None) -> int:
     import json
     import time
 
-    from MedLVMLib import phantom
     from MedLVMLib.errors import MedLVMError
     from MedLVMLib.outputs import atomic_path
     from MedLVMLib.progress import TqdmProgress
+    from MedLVMLib.synthetic import phantom
     from MedLVMLib.tasks import motion
 
     progress = progress or TqdmProgress()
@@ -65,16 +65,20 @@ def write_demo(folder: Path, case, result, baselines: dict, n_observed: int, pro
     """Every demo output into `folder`; returns a JSON-able summary."""
     import numpy as np
 
-    from MedLVMLib import clinical, evaluate, registration, report, volumes
+    from MedLVMLib.evaluation import motion as motion_eval
+    from MedLVMLib.evaluation import report
+    from MedLVMLib.imaging import registration
+    from MedLVMLib.imaging.phases_io import write_phases
+    from MedLVMLib.tasks import clinical
 
-    volumes.write_phases(case.phases, folder / "input.seq.nrrd")
-    volumes.write_phases(result.predicted, folder / "predicted.seq.nrrd")
+    write_phases(case.phases, folder / "input.seq.nrrd")
+    write_phases(result.predicted, folder / "predicted.seq.nrrd")
     predictions = {"MedLVM": result.predicted, **baselines}
     rows = []  # image metrics only: the organ-mask protocol (a registration per phase and method) is
     for name, predicted in predictions.items():  # `medlvm evaluate motion`'s job and would double the run time
         for j, image in enumerate(predicted.array):
             p = n_observed + j
-            rows += evaluate.image_rows("demo", case.phases.labels[p], name, case.phases.array[p], image,
+            rows += motion_eval.image_rows("demo", case.phases.labels[p], name, case.phases.array[p], image,
                                         case.labels[p] > 0)
     report.write_csv(rows, folder / "metrics.csv")
     labels = case.labels
@@ -104,8 +108,8 @@ def plot_demo(case, predictions: dict, n_observed: int, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from MedLVMLib import frames
-    from MedLVMLib.evaluate import canonical_organ
+    from MedLVMLib.evaluation.motion import canonical_organ
+    from MedLVMLib.imaging import frames
 
     tumour = [i for i, n in case.label_names.items() if canonical_organ(n) == "tumour"]
     where = np.argwhere(case.labels[n_observed - 1] == tumour[0]) if tumour else np.empty((0, 3))
@@ -134,7 +138,7 @@ def plot_demo(case, predictions: dict, n_observed: int, path: Path) -> None:
 
 
 def write_demo_html(folder: Path, rows: list, clinical_paths: dict) -> None:
-    from MedLVMLib import report
+    from MedLVMLib.evaluation import report
 
     sections = [("Observed and predicted phases", report.image_tag(folder / "demo.png")),
                 ("MAE inside the body (HU)", report.table_html(rows, "mae_hu", "body", higher_is_better=False)),

@@ -1,6 +1,6 @@
 """`medlvm evaluate denoise [DATA] --out REPORT`: MedLVM against total variation, non-local means, bilateral.
 
-Low-dose CT is simulated from each case at the --photons levels; see `MedLVMLib.evaluate_tasks`.
+Low-dose CT is simulated from each case at the --photons levels; see `MedLVMLib.evaluation`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib import evaluate_tasks
     from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.evaluation.denoise import evaluate_denoise
 
     try:
         photons = tuple(float(p) for p in args.photons.split(","))
@@ -30,4 +30,4 @@ def run(args: argparse.Namespace, progress=None) -> int:
     if not photons or min(photons) <= 0 or args.slices < 1:
         raise MedLVMError("--photons must be positive numbers and --slices >= 1")
     config = config_from_args(args, METHODS, photons=photons, n_slices=args.slices)
-    return write_report(evaluate_tasks.evaluate_denoise, args, config, progress)
+    return write_report(evaluate_denoise, args, config, progress)

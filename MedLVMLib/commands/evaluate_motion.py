@@ -44,26 +44,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib import evaluate
+    from MedLVMLib.evaluation import motion as motion_eval
     from MedLVMLib.outputs import atomic_path, check_output_path
     from MedLVMLib.progress import TqdmProgress
 
     progress = progress or TqdmProgress()
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    config = evaluate.MotionEvalConfig(methods=methods, n_observed=args.observed, model=args.model,
+    config = motion_eval.MotionEvalConfig(methods=methods, n_observed=args.observed, model=args.model,
                                        axis=args.axis, render=args.render, samples=args.samples, seed=args.seed,
                                        temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,
                                        device=args.device, batch_size=args.batch_size, n_cases=args.cases,
                                        heatmap_cases=args.heatmaps, reference=not args.no_reference)
     for method in methods:
-        evaluate.parse_method(method, config)
+        motion_eval.parse_method(method, config)
     check_output_path(args.out, args.overwrite)
     if args.make_phantoms or args.real:
-        evaluate.make_evaluation_set(args.data, args.make_phantoms, real=args.real, shared_data=args.shared_data,
+        motion_eval.make_evaluation_set(args.data, args.make_phantoms, real=args.real, shared_data=args.shared_data,
                                      progress=progress)
-    evaluate.list_dataset(args.data, args.cases)
+    motion_eval.list_dataset(args.data, args.cases)
     with atomic_path(args.out, args.overwrite) as tmp:
-        result = evaluate.evaluate_motion(args.data, tmp, config, progress=progress)
+        result = motion_eval.evaluate_motion(args.data, tmp, config, progress=progress)
     progress.close()
     print(f"metrics: {args.out / result.csv.name}")
     for fig in result.figures:

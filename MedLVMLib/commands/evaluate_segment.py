@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, allowed: tuple, **extra):
     from MedLVMLib.errors import MedLVMError
-    from MedLVMLib.evaluate_tasks import TaskEvalConfig
+    from MedLVMLib.evaluation.common import TaskEvalConfig
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     unknown = [m for m in methods if m not in allowed]
@@ -58,13 +58,13 @@ def check_report_folder(out: Path, overwrite: bool) -> None:
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib import evaluate_tasks
     from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.evaluation.segment import evaluate_segment
 
     if args.every < 2 or args.phases < 1:
         raise MedLVMError("--every must be >= 2 and --phases >= 1")
     config = config_from_args(args, ("medlvm", "nearest", "registration"), every=args.every, n_phases=args.phases)
-    return write_report(evaluate_tasks.evaluate_segment, args, config, progress)
+    return write_report(evaluate_segment, args, config, progress)
 
 
 def write_report(evaluate, args: argparse.Namespace, config, progress=None) -> int:

@@ -1,6 +1,6 @@
 """`medlvm evaluate superres [DATA] --out REPORT`: MedLVM against nearest, linear and cubic interpolation.
 
-Thin slices are averaged --factor at a time into thick slabs and restored; see `MedLVMLib.evaluate_tasks`.
+Thin slices are averaged --factor at a time into thick slabs and restored; see `MedLVMLib.evaluation`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib import evaluate_tasks
     from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.evaluation.superres import evaluate_superres
     from MedLVMLib.tasks.superres import check_factor
 
     factor = check_factor(args.factor, "z")
     if args.planes < 1:
         raise MedLVMError("--planes must be >= 1")
     config = config_from_args(args, METHODS, factor=factor, n_planes=args.planes)
-    return write_report(evaluate_tasks.evaluate_superres, args, config, progress)
+    return write_report(evaluate_superres, args, config, progress)

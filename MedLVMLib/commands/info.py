@@ -40,8 +40,8 @@ def _versions() -> list:
 def _device_lines() -> list:
     import torch
 
-    from MedLVMLib.devices import describe_device, resolve_device
-    from MedLVMLib.models import cpu_kernels
+    from MedLVMLib.engine.devices import describe_device, resolve_device
+    from MedLVMLib.engine.models import cpu_kernels
 
     dev = resolve_device("auto")
     lines = [_row("device", f"{describe_device(dev)} (auto)")]
@@ -53,13 +53,13 @@ def _device_lines() -> list:
 
 def model_rows() -> list:
     """(id, status, location) for every registered model."""
-    from MedLVMLib import checkpoints
+    from MedLVMLib.engine.checkpoints.registry import is_available, load_registry, model_location
 
-    registry = checkpoints.load_registry()
+    registry = load_registry()
     rows = []
     for entry in registry.models.values():
-        folder = checkpoints.model_location(entry, registry)
-        status = "available" if checkpoints.is_available(folder) else (
+        folder = model_location(entry, registry)
+        status = "available" if is_available(folder) else (
             "MISSING (train it: medlvm train ...)" if entry.bundled else "not downloaded")
         mark = " (default)" if entry.id == registry.default else ""
         rows.append((entry.id + mark, status, str(folder)))
@@ -67,13 +67,13 @@ def model_rows() -> list:
 
 
 def describe_model(target: str, tokenizer: str = None, device: str = "cpu") -> list:
-    from MedLVMLib import api, checkpoints
-    from MedLVMLib.config import count_params
-    from MedLVMLib.devices import resolve_device
+    from MedLVMLib.engine.checkpoints.formats import load_checkpoint
+    from MedLVMLib.engine.checkpoints.registry import load_registry, resolve_model_folder
+    from MedLVMLib.engine.config import count_params
+    from MedLVMLib.engine.devices import resolve_device
 
-    registry = checkpoints.load_registry()
-    folder = api.resolve_model_folder(target, registry)
-    ckpt = checkpoints.load_checkpoint(folder, resolve_device(device), None, tokenizer)
+    folder = resolve_model_folder(target, load_registry())
+    ckpt = load_checkpoint(folder, resolve_device(device), None, tokenizer)
     lines = [_row("model", f"{ckpt.model_id} ({ckpt.format}) at {folder}")]
     if ckpt.description:
         lines.append(_row("", ckpt.description))

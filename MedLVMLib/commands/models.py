@@ -13,14 +13,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def table() -> str:
-    from MedLVMLib import checkpoints
+    from MedLVMLib.engine.checkpoints.registry import is_available, load_registry, model_location
 
-    registry = checkpoints.load_registry()
+    registry = load_registry()
     head = "| id | tasks | device | memory | size | status | description |"
     lines = [head, "|---|---|---|---|---|---|---|"]
     for entry in registry.models.values():
-        folder = checkpoints.model_location(entry, registry)
-        if checkpoints.is_available(folder):
+        folder = model_location(entry, registry)
+        if is_available(folder):
             status = f"available: {folder}"
         else:
             status = f"missing: {folder}" if entry.bundled else f"not downloaded ({entry.source.get('hub')})"
@@ -33,9 +33,9 @@ def table() -> str:
 
 def run(args: argparse.Namespace, progress=None) -> int:
     if args.download:
-        from MedLVMLib import checkpoints
+        from MedLVMLib.engine.checkpoints.download import download_model
 
-        folder = checkpoints.download_model(args.download, consent=True)
+        folder = download_model(args.download, consent=True)
         print(f"downloaded {args.download} to {folder}")
         return 0
     print(table())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 HELP = "make a breathing 4D CT phantom (or real CT + synthetic breathing) with labels and motion fields"
@@ -34,9 +33,9 @@ def resolve_real(name_or_path: str) -> Path:
     from MedLVMLib.errors import InputError
 
     if name_or_path in REAL_NAMES:
-        here = Path(__file__).resolve().parents[3] / "shared" / "data"
-        folder = Path(os.environ.get("MEDLVM_SHARED_DATA", here))
-        path = folder / REAL_NAMES[name_or_path]
+        from MedLVMLib.paths import shared_data_dir
+
+        path = shared_data_dir() / REAL_NAMES[name_or_path]
     else:
         path = Path(name_or_path)
     if not path.is_file():
@@ -45,11 +44,11 @@ def resolve_real(name_or_path: str) -> Path:
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib.cases import save_case
+    from MedLVMLib.imaging.cases import save_case
+    from MedLVMLib.imaging.phases_io import write_phases
     from MedLVMLib.outputs import atomic_path, check_output_path
-    from MedLVMLib.phantom import breathe_real_ct, make_phantom, save_preview
     from MedLVMLib.progress import TqdmProgress
-    from MedLVMLib.volumes import write_phases
+    from MedLVMLib.synthetic.phantom import breathe_real_ct, make_phantom, save_preview
 
     progress = progress if progress is not None else TqdmProgress()
     out = check_output_path(args.out, args.overwrite)

@@ -50,39 +50,40 @@ def sampling(args: argparse.Namespace):
 
 
 def check_out(args: argparse.Namespace, inputs: list) -> None:
-    from MedLVMLib import volumes
     from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.imaging.volume import volume_suffix
     from MedLVMLib.outputs import check_output_path
 
     if any(Path(args.out).resolve() == Path(p).resolve() for p in inputs):
         raise MedLVMError(f"output '{args.out}' is an input; choose another --out")
-    if volumes.volume_suffix(args.out) in ("", ".seq.nrrd"):
+    if volume_suffix(args.out) in ("", ".seq.nrrd"):
         raise MedLVMError(f"--out '{args.out}': write a volume file (.nii.gz, .nrrd, .mha)")
     check_output_path(args.out, args.overwrite)
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib import volumes
+    from MedLVMLib.imaging.volume import Volume
+    from MedLVMLib.imaging.volume_io import read_volume, write_volume
     from MedLVMLib.progress import TqdmProgress
     from MedLVMLib.tasks import denoise
 
     progress = progress or TqdmProgress()
     check_out(args, [args.input] + list(args.examples or []))
-    ct = volumes.read_volume(args.input)
+    ct = read_volume(args.input)
     denoise.check_volume(ct.array, f"'{args.input}'")
     pixel = float(sum(ct.geometry.spacing[:2]) / 2)
     examples = None
     if args.examples is not None:
-        noisy, clean = (volumes.read_volume(p) for p in args.examples)
+        noisy, clean = (read_volume(p) for p in args.examples)
         examples = denoise.volume_pairs(noisy.array, clean.array)
     elif args.method == "medlvm":
-        from MedLVMLib import prompts
+        from MedLVMLib.tasks import prompts
 
         examples = prompts.denoise_pairs(ct.array, pixel_mm=pixel, photons=args.photons)
     result = denoise.denoise_volume(ct.array, method=args.method, model=args.model, device=args.device,
                                     examples=examples, pixel_mm=pixel, n_examples=args.n_examples,
                                     tile=not args.no_tiles, sampling=sampling(args), progress=progress)
-    volumes.write_volume(volumes.Volume(result.denoised, ct.geometry), args.out, overwrite=args.overwrite)
+    write_volume(Volume(result.denoised, ct.geometry), args.out, overwrite=args.overwrite)
     progress.close()
     print(f"denoised: {args.out}")
     return 0

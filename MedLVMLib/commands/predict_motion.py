@@ -102,8 +102,9 @@ def output_paths(out: Path, samples: int, with_labels: bool) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib import volumes
     from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.imaging.phases_io import read_phases, write_phases
+    from MedLVMLib.imaging.volume import volume_suffix
     from MedLVMLib.outputs import check_output_path
     from MedLVMLib.progress import TqdmProgress
     from MedLVMLib.tasks import motion
@@ -111,9 +112,9 @@ def run(args: argparse.Namespace, progress=None) -> int:
     progress = progress or TqdmProgress()
     if args.method != "medlvm" and args.samples > 1:
         raise MedLVMError("--samples applies to --method medlvm only (the baselines are deterministic)")
-    if volumes.volume_suffix(args.out) not in ("", ".seq.nrrd"):
+    if volume_suffix(args.out) not in ("", ".seq.nrrd"):
         raise MedLVMError(f"--out '{args.out}': write a .seq.nrrd file or a folder")
-    phases = volumes.read_phases(args.input, progress=progress)
+    phases = read_phases(args.input, progress=progress)
     n_future = motion.check_motion_args(
         phases,
         args.observed,
@@ -145,10 +146,10 @@ def run(args: argparse.Namespace, progress=None) -> int:
             render=args.render or motion.DEFAULT_RENDER,
         )
     result = motion.predict_with_method(args.method, phases, args.observed, n_future, progress=progress, **options)
-    volumes.write_phases(result.predicted, paths["predicted"], overwrite=args.overwrite, progress=progress)
+    write_phases(result.predicted, paths["predicted"], overwrite=args.overwrite, progress=progress)
     if result.mean is not None:
-        volumes.write_phases(result.mean, paths["mean"], overwrite=args.overwrite)
-        volumes.write_phases(result.std, paths["std"], overwrite=args.overwrite, dtype="float32")
+        write_phases(result.mean, paths["mean"], overwrite=args.overwrite)
+        write_phases(result.std, paths["std"], overwrite=args.overwrite, dtype="float32")
     if labels is not None:
         _write_clinical(args, phases, result.predicted, labels, paths["clinical"], progress)
     progress.close()
@@ -161,18 +162,20 @@ def _read_labels(args: argparse.Namespace, phases):
     """uint8 label maps of the observed phases [k, Z, Y, X] (a 3D map is propagated to the other observed phases)."""
     import numpy as np
 
-    from MedLVMLib import volumes
     from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.imaging.phases_io import read_phases
+    from MedLVMLib.imaging.volume import volume_suffix
+    from MedLVMLib.imaging.volume_io import read_volume
 
     k = args.observed
     path = Path(args.labels)
-    if path.is_dir() or volumes.volume_suffix(path) == ".seq.nrrd":
-        seq = volumes.read_phases(path, check_hu_values=False).array
+    if path.is_dir() or volume_suffix(path) == ".seq.nrrd":
+        seq = read_phases(path, check_hu_values=False).array
         if seq.shape[0] < k:
             raise MedLVMError(f"--labels '{path}' has {seq.shape[0]} phases; the {k} observed phases need labels")
         labels, source = np.rint(seq[:k]).astype(np.uint8), None
     else:
-        volume = volumes.read_volume(path, labels=True)
+        volume = read_volume(path, labels=True)
         source = k - 1 if args.labels_phase is None else args.labels_phase
         if not 0 <= source < k:
             raise MedLVMError(f"--labels-phase {source} is not an observed phase (0..{k - 1})")
@@ -188,8 +191,9 @@ def _read_labels(args: argparse.Namespace, phases):
 def _write_clinical(args, phases, predicted, labels_and_source, folder: Path, progress) -> None:
     import numpy as np
 
-    from MedLVMLib import clinical, registration
+    from MedLVMLib.imaging import registration
     from MedLVMLib.outputs import atomic_path
+    from MedLVMLib.tasks import clinical
 
     labels, source = labels_and_source
     k = args.observed

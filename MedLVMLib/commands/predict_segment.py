@@ -90,8 +90,10 @@ def _check_grid(ct_geometry, ct_shape, labels, label_path: Path, what: str) -> N
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib import volumes
     from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.imaging.phases_io import read_phases, write_phases
+    from MedLVMLib.imaging.volume import Phases, Volume, volume_suffix
+    from MedLVMLib.imaging.volume_io import read_volume, write_volume
     from MedLVMLib.outputs import check_output_path
     from MedLVMLib.progress import TqdmProgress
     from MedLVMLib.tasks import segment
@@ -104,14 +106,14 @@ def run(args: argparse.Namespace, progress=None) -> int:
         if path.resolve() in (Path(args.input).resolve(), Path(args.labels).resolve()):
             raise MedLVMError(f"output '{path}' is an input; choose another --out")
         check_output_path(path, args.overwrite)
-    if phases_mode and volumes.volume_suffix(out) not in ("", ".seq.nrrd"):
+    if phases_mode and volume_suffix(out) not in ("", ".seq.nrrd"):
         raise MedLVMError(f"--out '{out}': with --from-phase write a .seq.nrrd file or a folder")
-    if not phases_mode and volumes.volume_suffix(out) in ("", ".seq.nrrd"):
+    if not phases_mode and volume_suffix(out) in ("", ".seq.nrrd"):
         raise MedLVMError(f"--out '{out}': write a label map file (.nii.gz, .nrrd, .mha)")
-    labels = volumes.read_volume(args.labels, labels=True)
+    labels = read_volume(args.labels, labels=True)
     names = parse_names(args.names, Path(args.labels))
     if phases_mode:
-        phases = volumes.read_phases(args.input, progress=progress)
+        phases = read_phases(args.input, progress=progress)
         _check_grid(phases.geometry, phases.shape, labels, args.labels, f"4D CT '{args.input}'")
         segment.check_inputs(phases.array[0], labels.array, "4D CT", f"--labels '{args.labels}'")
         result = segment.propagate_phases(phases.array, labels.array, args.from_phase, axis=args.axis,
@@ -119,11 +121,11 @@ def run(args: argparse.Namespace, progress=None) -> int:
                                           n_examples=args.examples,
                                           spacing=phases.geometry.spacing, names=names, sampling=sampling(args),
                                           progress=progress)
-        label_seq = volumes.Phases(result.labels.astype(labels.array.dtype), phases.geometry, list(phases.labels),
+        label_seq = Phases(result.labels.astype(labels.array.dtype), phases.geometry, list(phases.labels),
                                    list(phases.index_values), phases.index_name, phases.index_unit)
-        volumes.write_phases(label_seq, out, overwrite=args.overwrite)
+        write_phases(label_seq, out, overwrite=args.overwrite)
     else:
-        ct = volumes.read_volume(args.input)
+        ct = read_volume(args.input)
         _check_grid(ct.geometry, ct.array.shape, labels, args.labels, f"CT '{args.input}'")
         segment.check_inputs(ct.array, labels.array, f"CT '{args.input}'", f"--labels '{args.labels}'")
         result = segment.propagate_slices(ct.array, labels.array, slices=segment.parse_slices(args.slices),
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
                                           n_examples=args.examples,
                                           spacing=ct.geometry.spacing, names=names, sampling=sampling(args),
                                           progress=progress)
-        volumes.write_volume(volumes.Volume(result.labels, ct.geometry), out, overwrite=args.overwrite)
+        write_volume(Volume(result.labels, ct.geometry), out, overwrite=args.overwrite)
     from MedLVMLib.outputs import atomic_path
 
     with atomic_path(seg_json, args.overwrite) as tmp:

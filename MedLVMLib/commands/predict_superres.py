@@ -32,20 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib import volumes
+    from MedLVMLib.imaging.volume import Volume
+    from MedLVMLib.imaging.volume_io import read_volume, write_volume
     from MedLVMLib.progress import TqdmProgress
     from MedLVMLib.tasks import denoise, superres
 
     progress = progress or TqdmProgress()
     superres.check_factor(args.factor, args.axis)
     check_out(args, [args.input])
-    ct = volumes.read_volume(args.input)
+    ct = read_volume(args.input)
     denoise.check_volume(ct.array, f"'{args.input}'")
     result = superres.superres_volume(ct.array, args.factor, axis=args.axis, method=args.method, model=args.model,
                                       device=args.device, geometry=ct.geometry, n_examples=args.n_examples,
                                       tile=not args.no_tiles, consistent=not args.no_consistency,
                                       sampling=sampling(args), progress=progress)
-    volumes.write_volume(volumes.Volume(result.volume, result.geometry), args.out, overwrite=args.overwrite)
+    write_volume(Volume(result.volume, result.geometry), args.out, overwrite=args.overwrite)
     progress.close()
     print(f"super-resolved: {args.out} (size {result.volume.shape[::-1]}, spacing {result.geometry.spacing})")
     return 0

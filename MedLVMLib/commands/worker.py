@@ -8,10 +8,11 @@ HELP = "serve requests from the Slicer module over stdin/stdout (JSON lines; no 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = "Protocol: see MedLVMLib/worker.py. End of input or {\"cmd\": \"shutdown\"} stops the worker."
+    parser.epilog = ("Protocol: see MedLVMLib/slicer/protocol.py. End of input or {\"cmd\": \"shutdown\"} stops "
+                     "the worker.")
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
-    from MedLVMLib.worker import serve_stdio
+    from MedLVMLib.slicer.server import serve_stdio
 
-    return serve_stdio()
+    return serve_stdio(args._build_parser)

@@ -6,7 +6,7 @@ from the model's `PreprocessConfig`, resized to the model resolution), then N co
 undoes the window and restacks the slices. Non-square slices are stretched to the square model
 input and back (the resize is exactly reversible up to interpolation), which keeps every voxel.
 
-Slices are the unit of batching: `api.encode_images` / `api.decode_codes` chunk them to fit memory
+Slices are the unit of batching: `lvm.encode_images` / `lvm.decode_codes` chunk them to fit memory
 (and halve the chunk on CUDA out-of-memory). Many volumes (all phases of a 4D CT) go through in ONE
 call, so the model sees full batches.
 
@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from MedLVMLib import frames as frames_mod
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.imaging import frames as frames_mod
 from MedLVMLib.progress import Progress
 
 if TYPE_CHECKING:
-    from MedLVMLib.api import MedLVMModel
+    from MedLVMLib.engine.lvm import MedLVMModel
 
 AXES = ("axial", "coronal", "sagittal")
 # Array axis of a [Z, Y, X] volume that each slicing walks along.
@@ -98,12 +98,12 @@ def encode_volumes(model: MedLVMModel, volumes: np.ndarray, axis: str, batch_siz
     Returns:
         int64 [V, N, tokens_per_image], N = slices along `axis`.
     """
-    from MedLVMLib import api
+    from MedLVMLib.engine import lvm
 
     stack = np.concatenate(
         [volume_to_frames(v, axis, model.preprocess, model.image_size) for v in volumes], axis=0
     )  # (V*N, s, s)
-    codes = api.encode_images(model, stack, batch_size=batch_size, progress=progress)
+    codes = lvm.encode_images(model, stack, batch_size=batch_size, progress=progress)
     return np.asarray(codes, dtype=np.int64).reshape(len(volumes), -1, model.tokens_per_image)
 
 
@@ -116,11 +116,11 @@ def decode_volumes(model: MedLVMModel, codes: np.ndarray, axis: str, shape: tupl
     Returns:
         float32 [V, Z, Y, X] in HU.
     """
-    from MedLVMLib import api
+    from MedLVMLib.engine import lvm
 
     codes = np.asarray(codes)
     v, n = codes.shape[:2]
-    images = api.decode_codes(model, codes.reshape(v * n, -1), batch_size=batch_size, progress=progress)
+    images = lvm.decode_codes(model, codes.reshape(v * n, -1), batch_size=batch_size, progress=progress)
     images = np.asarray(images, dtype=np.float32).reshape(v, n, *np.shape(images)[1:])  # (V, N, s, s)
     return np.stack([frames_to_volume(f, axis, shape, model.preprocess) for f in images])
 

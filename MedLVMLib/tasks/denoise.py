@@ -21,27 +21,20 @@ Functions:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.progress import Progress, ensure
 from MedLVMLib.tasks import common
+from MedLVMLib.tasks.prompts import Pairs
 from MedLVMLib.tasks.segment import DEFAULT_SAMPLING, Sampling, block_size_of, generate_answers, resolve_model
 
 if TYPE_CHECKING:
-    from MedLVMLib.api import MedLVMModel
+    from MedLVMLib.engine.lvm import MedLVMModel
 
 METHODS = ("medlvm", "tv", "nlm", "bilateral")
-
-
-class Pairs(NamedTuple):
-    """Example pairs as HU slices: degraded [E, H, W] and clean [E, H, W], and the pixel size (mm)."""
-
-    degraded: np.ndarray
-    clean: np.ndarray
-    pixel_mm: Optional[float] = None
 
 
 @dataclass
@@ -81,18 +74,18 @@ def analogy_frames(model: MedLVMModel, pool_in: np.ndarray, pool_out: np.ndarray
     Returns:
         float32 [B, s, s] in [0, 1], decoded answers.
     """
-    from MedLVMLib import api
-    from MedLVMLib.sentences import PairSentence
+    from MedLVMLib.engine import lvm
+    from MedLVMLib.engine.sentences import PairSentence
 
     progress = ensure(progress)
     chosen = choose_examples(pool_in, queries, n_examples)  # (B, n)
-    codes_in = np.asarray(api.encode_images(model, pool_in, batch_size=sampling.batch_size), np.int64)
-    codes_out = np.asarray(api.encode_images(model, pool_out, batch_size=sampling.batch_size), np.int64)
-    codes_q = np.asarray(api.encode_images(model, queries, batch_size=sampling.batch_size), np.int64)
+    codes_in = np.asarray(lvm.encode_images(model, pool_in, batch_size=sampling.batch_size), np.int64)
+    codes_out = np.asarray(lvm.encode_images(model, pool_out, batch_size=sampling.batch_size), np.int64)
+    codes_q = np.asarray(lvm.encode_images(model, queries, batch_size=sampling.batch_size), np.int64)
     layout = PairSentence(model.tokens_per_image, block_size_of(model))
     prompts = layout.build(codes_in[chosen], codes_out[chosen], codes_q)
     answers = generate_answers(model, prompts, sampling, progress)
-    return np.asarray(api.decode_codes(model, answers, batch_size=sampling.batch_size), np.float32)
+    return np.asarray(lvm.decode_codes(model, answers, batch_size=sampling.batch_size), np.float32)
 
 
 def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
@@ -102,7 +95,7 @@ def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
 
 
 def _resize(frames: np.ndarray, shape: tuple, order: int = 1) -> np.ndarray:
-    from MedLVMLib import frames as frames_mod
+    from MedLVMLib.imaging import frames as frames_mod
 
     if frames.shape[1:] == tuple(shape):
         return frames
@@ -121,7 +114,7 @@ def restore_frames(model: MedLVMModel, pool_in: np.ndarray, pool_out: np.ndarray
     s = model.image_size
     shape = queries.shape[1:]
     if tile and max(shape) > s:
-        from MedLVMLib import frames as frames_mod
+        from MedLVMLib.imaging import frames as frames_mod
 
         overlap = s // 4 if overlap is None else overlap
         query_tiles = frames_mod.tile_frames(queries, s, overlap)  # (N, T, s, s)
@@ -195,7 +188,7 @@ def denoise_volume(ct: np.ndarray, *, method: str = "medlvm", model: Optional[Me
     if method not in METHODS:
         raise MedLVMError(f"method must be one of {', '.join(METHODS)}, got '{method}'")
     progress = ensure(progress)
-    from MedLVMLib import frames as frames_mod
+    from MedLVMLib.imaging import frames as frames_mod
 
     slices = np.asarray(frames_mod.to_frames(ct, axis), np.float32)  # (N, H, W)
     notes: list = []
@@ -204,7 +197,7 @@ def denoise_volume(ct: np.ndarray, *, method: str = "medlvm", model: Optional[Me
     else:
         model = resolve_model(model, device)
         if examples is None:
-            from MedLVMLib import prompts
+            from MedLVMLib.tasks import prompts
 
             examples = prompts.denoise_pairs(ct_slices=slices, pixel_mm=pixel_mm)
             notes.append(f"examples: library, {examples.degraded.shape[0]} pairs")
@@ -231,7 +224,7 @@ def _run_baseline(method: str, slices: np.ndarray, progress: Progress, hu_window
 def volume_pairs(degraded: np.ndarray, clean: np.ndarray, axis: str = "axial",
                  slices: Optional[Sequence[int]] = None) -> Pairs:
     """User-supplied example volumes (same grid) -> slice pairs (every slice, or `slices`)."""
-    from MedLVMLib import frames as frames_mod
+    from MedLVMLib.imaging import frames as frames_mod
 
     degraded, clean = check_volume(degraded, "noisy example"), check_volume(clean, "clean example")
     if degraded.shape != clean.shape:

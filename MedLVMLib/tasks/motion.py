@@ -26,11 +26,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from MedLVMLib.engine.sentences import MotionSentence
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.imaging.volume import Phases, continue_index
 from MedLVMLib.progress import Progress, ensure
-from MedLVMLib.sentences import MotionSentence
 from MedLVMLib.tasks import common
-from MedLVMLib.volumes import Phases, continue_index
 
 AXIS_CHOICES = ("coronal", "sagittal", "axial", "multi")
 RENDER_CHOICES = ("direct", "warp")
@@ -109,11 +109,11 @@ def resolve_model(model: Any, device: str = "auto", dtype: Any = None):
 
     dtype: the transformer's weights when loading (None: bf16 on CUDA, fp32 on CPU; bf16 on CPU runs mixed).
     """
-    from MedLVMLib import api
+    from MedLVMLib.engine import lvm
 
-    if isinstance(model, api.MedLVMModel):
+    if isinstance(model, lvm.MedLVMModel):
         return model
-    return api.load_model(None if model is None else str(model), device=device, dtype=dtype)
+    return lvm.load_model(None if model is None else str(model), device=device, dtype=dtype)
 
 
 def _predicted_phases(observed: Phases, array: np.ndarray) -> Phases:
@@ -141,7 +141,7 @@ def warp_render(native_last: np.ndarray, recon_last: np.ndarray, decoded: np.nda
     Returns:
         float32 [F, Z, Y, X]: native detail, predicted motion.
     """
-    from MedLVMLib import registration
+    from MedLVMLib.imaging import registration
 
     progress = ensure(progress)
     progress.stage("register", len(decoded))
@@ -169,10 +169,10 @@ def _encode_axis(model, observed: np.ndarray, axis: str, sentence: MotionSentenc
 
 def _sample_axis(model, run: _AxisRun, sentence: MotionSentence, n_future: int, shape, sampling: dict,
                  batch_size, progress, timings: dict) -> np.ndarray:
-    from MedLVMLib import api
+    from MedLVMLib.engine import lvm
 
     t0 = time.perf_counter()
-    generated = api.generate(model, run.prompt, n_future, max_context_images=sentence.max_context_images,
+    generated = lvm.generate(model, run.prompt, n_future, max_context_images=sentence.max_context_images,
                              batch_size=batch_size, progress=progress, **sampling)  # (N, F, tpi)
     t1 = time.perf_counter()
     future_codes = sentence.split(generated)  # (F, N, tpi)
@@ -193,7 +193,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     Args:
         phases: the 4D CT; only its first `n_observed` phases are used.
         n_future: phases to predict (default: the rest of the input, or up to 10 phases in all).
-        model: None (bundled default), a registry id, a model folder, or a loaded `api.MedLVMModel`.
+        model: None (bundled default), a registry id, a model folder, or a loaded `lvm.MedLVMModel`.
         axis: slicing of the sentences: "coronal" | "sagittal" | "axial" | "multi" (all three, fused by `fuse`).
         samples: continuations to draw; > 1 adds the voxel-wise mean and std.
         seed: sampling seed (sample i uses seed + i); temperature / top_p: sampling options.

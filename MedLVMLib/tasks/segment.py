@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from MedLVMLib import palette
+from MedLVMLib.engine import palette
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.imaging.volume import Geometry, Phases
 from MedLVMLib.progress import Progress, ensure
 from MedLVMLib.tasks import common
-from MedLVMLib.volumes import Geometry, Phases
 
 if TYPE_CHECKING:
-    from MedLVMLib.api import MedLVMModel
+    from MedLVMLib.engine.lvm import MedLVMModel
 
 METHODS = ("medlvm", "nearest", "registration")
 
@@ -152,13 +152,13 @@ def write_segment_list(segments: list[dict], path: Path) -> None:
 
 def _to_slices(volume: np.ndarray, axis: str) -> np.ndarray:
     """[Z, Y, X] -> [N, H, W] along `axis`, the orientation `frames.to_frames` uses."""
-    from MedLVMLib import frames
+    from MedLVMLib.imaging import frames
 
     return np.asarray(frames.to_frames(volume, axis))
 
 
 def _from_slices(stack: np.ndarray, axis: str) -> np.ndarray:
-    from MedLVMLib import frames
+    from MedLVMLib.imaging import frames
 
     return np.asarray(frames.from_frames(stack, axis))
 
@@ -206,9 +206,9 @@ def _dtype(model: MedLVMModel):
 
 def generate_answers(model: MedLVMModel, prompts: np.ndarray, sampling: Sampling, progress: Progress) -> np.ndarray:
     """One answer image per prompt row: int64 [B, tokens_per_image]."""
-    from MedLVMLib import api
+    from MedLVMLib.engine import lvm
 
-    generated = api.generate(model, prompts, 1, greedy=sampling.greedy, temperature=sampling.temperature,
+    generated = lvm.generate(model, prompts, 1, greedy=sampling.greedy, temperature=sampling.temperature,
                              top_p=sampling.top_p, seed=sampling.seed, batch_size=sampling.batch_size,
                              progress=progress)
     return np.asarray(generated, np.int64).reshape(len(prompts), -1)
@@ -225,10 +225,10 @@ class _Encoded:
 
 def _encode_examples(model: MedLVMModel, ct: np.ndarray, slot_stack: np.ndarray, examples: Sequence[int],
                      axis: str, n_labels: int, sampling: Sampling) -> _Encoded:
-    from MedLVMLib import api
+    from MedLVMLib.engine import lvm
 
     frames = common.volume_to_frames(ct, axis, model.preprocess, model.image_size)  # (N, s, s)
-    ct_codes = np.asarray(api.encode_images(model, frames, batch_size=sampling.batch_size), dtype=np.int64)
+    ct_codes = np.asarray(lvm.encode_images(model, frames, batch_size=sampling.batch_size), dtype=np.int64)
     small = _resize_nearest(slot_stack[list(examples)], model.image_size)  # (E, s, s)
     codes = encode_rgb(model, palette.render(small), sampling.batch_size)
     colours = palette.calibrated_colours(decode_rgb(model, codes, sampling.batch_size), small, n_labels)
@@ -246,7 +246,7 @@ def _answers_to_slots(model: MedLVMModel, answers: np.ndarray, colours: np.ndarr
 
 def _medlvm_slices(model: MedLVMModel, ct: np.ndarray, slot_stack: np.ndarray, examples: list[int], axis: str,
                    n_labels: int, n_examples: int, sampling: Sampling, progress: Progress) -> np.ndarray:
-    from MedLVMLib.sentences import PairSentence
+    from MedLVMLib.engine.sentences import PairSentence
 
     enc = _encode_examples(model, ct, slot_stack, examples, axis, n_labels, sampling)
     labelled = set(examples)
@@ -323,11 +323,11 @@ def _baseline_slices(method: str, ct: np.ndarray, slots: np.ndarray, examples: l
 
 
 def resolve_model(model, device: str = "auto") -> MedLVMModel:
-    """A loaded model as is; None (the bundled default), an id or a folder loaded with `api.load_model`."""
+    """A loaded model as is; None (the bundled default), an id or a folder loaded with `lvm.load_model`."""
     if model is None or isinstance(model, (str, Path)):
-        from MedLVMLib import api
+        from MedLVMLib.engine import lvm
 
-        return api.load_model(model, device=device)
+        return lvm.load_model(model, device=device)
     return model
 
 
@@ -337,15 +337,15 @@ def resolve_model(model, device: str = "auto") -> MedLVMModel:
 def _medlvm_phases(model: MedLVMModel, phases: np.ndarray, slot_stack: np.ndarray, from_phase: int, axis: str,
                    n_labels: int, n_examples: int, sampling: Sampling, progress: Progress) -> np.ndarray:
     """Slot stacks [P, N, H, W]: phase `from_phase` as given, the others generated slice by slice."""
-    from MedLVMLib import api
-    from MedLVMLib.sentences import PairSentence
+    from MedLVMLib.engine import lvm
+    from MedLVMLib.engine.sentences import PairSentence
 
     n = slot_stack.shape[0]
     enc = _encode_examples(model, phases[from_phase], slot_stack, list(range(n)), axis, n_labels, sampling)
     targets = [p for p in range(len(phases)) if p != from_phase]
     frames = np.concatenate([common.volume_to_frames(phases[p], axis, model.preprocess, model.image_size)
                              for p in targets])
-    query = np.asarray(api.encode_images(model, frames, batch_size=sampling.batch_size), dtype=np.int64)
+    query = np.asarray(lvm.encode_images(model, frames, batch_size=sampling.batch_size), dtype=np.int64)
     chosen = [nearest_examples(range(n), s, min(n_examples, n)) for s in range(n)] * len(targets)
     layout = PairSentence(model.tokens_per_image, block_size_of(model))
     prompts = layout.build(enc.ct_codes[np.asarray(chosen)],

@@ -28,13 +28,15 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.imaging.slabs import interpolate, slab_average
+from MedLVMLib.imaging.volume import Geometry
 from MedLVMLib.progress import Progress, ensure
 from MedLVMLib.tasks import denoise
+from MedLVMLib.tasks.prompts import Pairs
 from MedLVMLib.tasks.segment import DEFAULT_SAMPLING, Sampling, resolve_model
-from MedLVMLib.volumes import Geometry
 
 if TYPE_CHECKING:
-    from MedLVMLib.api import MedLVMModel
+    from MedLVMLib.engine.lvm import MedLVMModel
 
 METHODS = ("medlvm", "nearest", "linear", "cubic")
 AXES = ("z", "xy")
@@ -75,33 +77,6 @@ def fine_geometry(geometry: Geometry, factor: int, axis: str) -> Geometry:
     return Geometry(tuple(float(v) for v in new_spacing), tuple(float(v) for v in origin), geometry.direction)
 
 
-def slab_average(volume: np.ndarray, factor: int, axes: tuple) -> np.ndarray:
-    """Thin -> thick: mean over blocks of `factor` along each array axis in `axes` (trailing rest dropped)."""
-    out = np.asarray(volume, np.float32)
-    for a in axes:
-        n = out.shape[a] // factor
-        out = np.take(out, np.arange(n * factor), axis=a)
-        shape = out.shape[:a] + (n, factor) + out.shape[a + 1:]
-        out = out.reshape(shape).mean(axis=a + 1)
-    return out
-
-
-def interpolate(volume: np.ndarray, factor: int, axes: tuple, order: int = 1) -> np.ndarray:
-    """Thick -> thin by interpolation: slab centres onto thin-slice centres (edges: nearest value)."""
-    from scipy import ndimage
-
-    out = np.asarray(volume, np.float32)
-    for a in axes:
-        n = out.shape[a]
-        coords = (np.arange(n * factor) + 0.5) / factor - 0.5  # thin centres in thick-index units
-        coords = np.clip(coords, 0, n - 1)
-        moved = np.moveaxis(out, a, 0)
-        grid = np.meshgrid(coords, *[np.arange(s) for s in moved.shape[1:]], indexing="ij")
-        result = ndimage.map_coordinates(moved, grid, order=order, mode="nearest", prefilter=order > 1)
-        out = np.moveaxis(result.astype(np.float32), 0, a)
-    return out
-
-
 def consistency(fine: np.ndarray, coarse: np.ndarray, factor: int, axes: tuple, iterations: int = 5) -> np.ndarray:
     """Iterative back-projection: add the linearly interpolated residual until slab means match `coarse`.
 
@@ -119,7 +94,7 @@ def _array_axes(axis: str) -> tuple:
     return (0,) if axis == "z" else (1, 2)
 
 
-def self_pairs(ct: np.ndarray, factor: int, max_pairs: int = 12) -> denoise.Pairs:
+def self_pairs(ct: np.ndarray, factor: int, max_pairs: int = 12) -> Pairs:
     """Example pairs from the input's own axial slices, blurred along rows like thick slices blur z.
 
     Row pixel size is assumed equal to the thin slice spacing (true for the evaluation data; for other
@@ -130,12 +105,12 @@ def self_pairs(ct: np.ndarray, factor: int, max_pairs: int = 12) -> denoise.Pair
     rows = (clean.shape[1] // factor) * factor
     clean = clean[:, :rows]
     degraded = interpolate(slab_average(clean, factor, (1,)), factor, (1,), order=1)
-    return denoise.Pairs(degraded, clean)
+    return Pairs(degraded, clean)
 
 
 def _query_frames(fine_lin: np.ndarray, axis: str) -> tuple:
     """Slices across the refined axis: coronal frames for "z", axial for "xy"."""
-    from MedLVMLib import frames as frames_mod
+    from MedLVMLib.imaging import frames as frames_mod
 
     view = "coronal" if axis == "z" else "axial"
     return np.asarray(frames_mod.to_frames(fine_lin, view), np.float32), view
@@ -143,7 +118,7 @@ def _query_frames(fine_lin: np.ndarray, axis: str) -> tuple:
 
 def superres_volume(ct: np.ndarray, factor, *, axis: str = "z", method: str = "medlvm",
                     model: Optional[MedLVMModel] = None, geometry: Optional[Geometry] = None,
-                    examples: Optional[denoise.Pairs] = None, n_examples: int = 3, tile: bool = True,
+                    examples: Optional[Pairs] = None, n_examples: int = 3, tile: bool = True,
                     consistent: bool = True, planes: Optional[Sequence[int]] = None,
                     sampling: Sampling = DEFAULT_SAMPLING, device: str = "auto",
                     progress: Optional[Progress] = None) -> SuperResResult:
@@ -178,7 +153,7 @@ def superres_volume(ct: np.ndarray, factor, *, axis: str = "z", method: str = "m
         if axis == "z":
             examples = self_pairs(ct, factor)
         else:
-            from MedLVMLib import prompts
+            from MedLVMLib.tasks import prompts
 
             pixel = None if geometry is None else float(geometry.spacing[0]) / factor
             examples = prompts.superres_pairs(factor, pixel_mm=pixel)
@@ -191,7 +166,7 @@ def superres_volume(ct: np.ndarray, factor, *, axis: str = "z", method: str = "m
     restored = denoise.restore_frames(model, denoise.window(model, examples.degraded),
                                       denoise.window(model, examples.clean), denoise.window(model, queries[chosen]),
                                       tile=tile, n_examples=n_examples, sampling=sampling, progress=progress)
-    from MedLVMLib import frames as frames_mod
+    from MedLVMLib.imaging import frames as frames_mod
 
     frames_hu = queries.copy()
     frames_hu[chosen] = denoise.unwindow(model, restored)

@@ -18,7 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-RESOURCES = Path(__file__).resolve().parents[2] / "Resources"
+from MedLVMLib.paths import resources_dir
+
+RESOURCES = resources_dir()
 
 
 def last_metrics(run: Path) -> Dict[str, float]:
@@ -87,7 +89,7 @@ def model_card(model_id: str, run: Path, tokenizer_run: Path, intro: str, checks
 
 def register(model_id: str, folder: Path, registry: Path) -> str:
     """Update sha256 / size_bytes of `model_id` in the registry; returns what was done."""
-    from MedLVMLib.checkpoints import SAFETENSORS_NAME, sha256_file
+    from MedLVMLib.engine.checkpoints.formats import SAFETENSORS_NAME, sha256_file
 
     weights = folder / SAFETENSORS_NAME
     digest, size = sha256_file(weights), weights.stat().st_size

@@ -20,7 +20,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from MedLVMLib.config import PreprocessConfig
+from MedLVMLib.engine.config import PreprocessConfig
+from MedLVMLib.paths import shared_data_dir
 
 REAL_CT = ("4dlung_p113_phase40.nii.gz", "popi_phase00.nii.gz", "totalseg_abdomen_ct.nii.gz")
 
@@ -56,10 +57,11 @@ def tokenizer_report(folder: str, data_dir: Optional[Path], out: Optional[Path])
     """PSNR per source; writes tokenizer_recon.png and tokenizer_psnr.json to `out`."""
     import SimpleITK as sitk
 
-    from MedLVMLib import checkpoints, phantom
+    from MedLVMLib.engine.checkpoints.formats import load_checkpoint
+    from MedLVMLib.synthetic import phantom
     from MedLVMLib.training import natural
 
-    ckpt = checkpoints.load_checkpoint(folder)
+    ckpt = load_checkpoint(folder)
     tokenizer, pre = ckpt.tokenizer, ckpt.preprocess
     size = tokenizer.config.resolution
     sets: Dict[str, np.ndarray] = {}
@@ -86,9 +88,10 @@ def tokenizer_report(folder: str, data_dir: Optional[Path], out: Optional[Path])
 def continuation_report(folder: str, seed: int, out: Optional[Path], n_observed: int = 5,
                         n_future: int = 5, n_slices: int = 6) -> Dict[str, float]:
     """Generate phases n_observed.. of a held-out phantom's central coronal slices; MAE in HU."""
-    from MedLVMLib import api, phantom
+    from MedLVMLib.engine import lvm
+    from MedLVMLib.synthetic import phantom
 
-    model = api.load_model(folder, device="cpu")
+    model = lvm.load_model(folder, device="cpu")
     case = phantom.make_phantom(seed=seed)
     pre, size = model.preprocess, model.image_size
     from MedLVMLib.tasks.common import volume_to_frames
@@ -98,18 +101,18 @@ def continuation_report(folder: str, seed: int, out: Optional[Path], n_observed:
     mid = frames.shape[1] // 2
     rows = list(range(mid - n_slices // 2 * 3, mid + n_slices // 2 * 3, 3))[:n_slices]
     truth = frames[:, rows]  # (P, S, s, s)
-    codes = api.encode_images(model, truth[:n_observed].reshape(-1, size, size)).reshape(n_observed, len(rows), -1)
+    codes = lvm.encode_images(model, truth[:n_observed].reshape(-1, size, size)).reshape(n_observed, len(rows), -1)
     prompt = codes.transpose(1, 0, 2).reshape(len(rows), -1)  # (S, k * tpi)
     result = {}
     for mode, kwargs in (("greedy", {"greedy": True}), ("sampled", {"temperature": 1.0, "seed": 0})):
-        gen = api.generate(model, prompt, n_future, **kwargs)  # (S, n_future, tpi)
-        pred = api.decode_codes(model, gen.reshape(-1, gen.shape[-1])).reshape(len(rows), n_future, size, size)
+        gen = lvm.generate(model, prompt, n_future, **kwargs)  # (S, n_future, tpi)
+        pred = lvm.decode_codes(model, gen.reshape(-1, gen.shape[-1])).reshape(len(rows), n_future, size, size)
         result[mode] = pred.transpose(1, 0, 2, 3)  # (n_future, S, s, s)
     hu = pre.hu_max - pre.hu_min
     future = truth[n_observed:n_observed + n_future]
     scores = {f"mae_hu_{m}": round(float(np.abs(result[m] - future).mean()) * hu, 1) for m in result}
     scores["mae_hu_copy_last"] = round(float(np.abs(truth[n_observed - 1][None] - future).mean()) * hu, 1)
-    recon_last = api.decode_codes(model, codes[-1]).reshape(len(rows), size, size)
+    recon_last = lvm.decode_codes(model, codes[-1]).reshape(len(rows), size, size)
     scores["mae_hu_copy_last_reconstructed"] = round(float(np.abs(recon_last[None] - future).mean()) * hu, 1)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +182,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("check", choices=["tokenizer", "continuation", "curves"])
     parser.add_argument("model", nargs="+", help="model folder (MedLVM format); run folders for `curves`")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=shared_data_dir())
     parser.add_argument("--seed", type=int, default=1000, help="held-out phantom seed (>= 1000)")
     parser.add_argument("--out", type=Path, default=Path("docs/training"))
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """What the models are trained on: single images (tokenizer) and visual sentences (transformer).
 
 Images are float32 RGB [3, H, W] in [0, 1]; grey content is replicated to 3 channels, masks use the
-fixed palette of `MedLVMLib.palette` (the one the segmentation task draws with).
+fixed palette of `MedLVMLib.engine.palette` (the one the segmentation task draws with).
 
 Sentence kinds (each [n_images, 3, H, W]):
     video   16 frames of a deformed photograph or texture (`video.natural_clip`)
@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 from scipy import ndimage
 
-from MedLVMLib import palette
+from MedLVMLib.engine import palette
 from MedLVMLib.training import natural, video
 
 PAIR_KINDS = ("denoise", "superres", "segment")
@@ -90,7 +90,7 @@ class CTPool:
     """Coronal slices of 4D CT phantoms, windowed and resized: frames[case] is [P, N, size, size]."""
 
     def __init__(self, seeds: Sequence[int], size: int, preprocess, shape=(48, 64, 64), n_phases: int = 10):
-        from MedLVMLib import phantom
+        from MedLVMLib.synthetic import phantom
         from MedLVMLib.tasks.common import volume_to_frames
 
         bad = [s for s in seeds if s >= HELD_OUT_SEED_START]

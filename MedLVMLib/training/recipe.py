@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from MedLVMLib.config import PreprocessConfig, TokenizerConfig, TransformerConfig
+from MedLVMLib.engine.config import PreprocessConfig, TokenizerConfig, TransformerConfig
 from MedLVMLib.errors import MedLVMError
 
 KINDS = ("tokenizer", "transformer")

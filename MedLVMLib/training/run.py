@@ -38,18 +38,15 @@ class TrainResult(NamedTuple):
 
 def load_parts(path: str):
     """(tokenizer, transformer, preprocess) of a model folder or registry id (either part may be None)."""
-    from MedLVMLib import checkpoints
+    from MedLVMLib.engine.checkpoints.formats import load_checkpoint
+    from MedLVMLib.engine.checkpoints.registry import load_registry, resolve_model_folder
 
     folder = Path(path).expanduser()
     if not folder.exists():
-        from MedLVMLib import api
-
-        registry = checkpoints.load_registry()
-        resolved = api._resolve_folder(str(path), registry)
-        if resolved is None:
-            raise MedLVMError(f"model {path!r} is neither a folder nor a registered model id")
-        folder = resolved
-    ckpt = checkpoints.load_checkpoint(folder, "cpu", torch.float32)
+        folder = resolve_model_folder(str(path), load_registry())
+        if folder is None:
+            raise MedLVMError(f"model {path!r}: the bundled default is not installed; train it or give a folder")
+    ckpt = load_checkpoint(folder, "cpu", torch.float32)
     return ckpt.tokenizer, ckpt.transformer, ckpt.preprocess
 
 
@@ -183,7 +180,7 @@ def export_from_checkpoint(recipe: Recipe, ckpt_path: str, folder: Path) -> Path
 
 def export_model(recipe: Recipe, system, tokenizer, folder: Path) -> Path:
     """MedLVM format: tokenizer (+ transformer) + preprocess in one folder."""
-    from MedLVMLib import checkpoints
+    from MedLVMLib.engine.checkpoints.formats import save_checkpoint
 
     t = recipe.trainer
     if t.export_dtype not in DTYPES:
@@ -194,7 +191,7 @@ def export_model(recipe: Recipe, system, tokenizer, folder: Path) -> Path:
     else:
         parts = {"tokenizer": tokenizer.float().eval() if tokenizer is not None else None, "transformer": model}
     desc = f"MedLVM {recipe.kind} trained with {recipe.source or 'a recipe'}"
-    return checkpoints.save_checkpoint(folder, preprocess=recipe.preprocess, model_id=t.export_id or folder.name,
+    return save_checkpoint(folder, preprocess=recipe.preprocess, model_id=t.export_id or folder.name,
                                        description=desc, overwrite=True, dtype=DTYPES[t.export_dtype], **parts)
 
 

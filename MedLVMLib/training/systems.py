@@ -1,4 +1,4 @@
-"""LightningModules around the plain networks of `MedLVMLib.models`.
+"""LightningModules around the plain networks of `MedLVMLib.engine.models`.
 
 TokenizerSystem    VQGAN: L1 + L2 + image-gradient reconstruction loss, codebook + commitment losses
                    (straight-through estimator), codebook initialised from encoder outputs and dead codes
@@ -20,9 +20,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from MedLVMLib.config import TokenizerConfig, TransformerConfig
-from MedLVMLib.models.transformer import Transformer
-from MedLVMLib.models.vqgan import VQGAN
+from MedLVMLib.engine.config import TokenizerConfig, TransformerConfig
+from MedLVMLib.engine.models.transformer import Transformer
+from MedLVMLib.engine.models.vqgan import VQGAN
 from MedLVMLib.training.recipe import Optim, TokenizerLoss
 
 

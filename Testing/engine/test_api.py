@@ -9,19 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from MedLVMLib import api, checkpoints
-from MedLVMLib.config import TokenizerConfig, TransformerConfig
-from MedLVMLib.devices import chunked, parse_dtype, resolve_device
+from MedLVMLib import api
+from MedLVMLib.engine import lvm
+from MedLVMLib.engine.checkpoints import registry
+from MedLVMLib.engine.checkpoints.formats import save_checkpoint
+from MedLVMLib.engine.config import TokenizerConfig, TransformerConfig
+from MedLVMLib.engine.devices import chunked, parse_dtype, resolve_device
+from MedLVMLib.engine.models.transformer import Transformer
+from MedLVMLib.engine.models.vqgan import VQGAN
 from MedLVMLib.errors import CheckpointError, InputError, MedLVMError
-from MedLVMLib.models.transformer import Transformer
-from MedLVMLib.models.vqgan import VQGAN
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("api") / "tiny"
-    return checkpoints.save_checkpoint(folder, tokenizer=VQGAN(TokenizerConfig.from_name("tiny")),
+    return save_checkpoint(folder, tokenizer=VQGAN(TokenizerConfig.from_name("tiny")),
                                        transformer=Transformer(TransformerConfig.from_name("tiny")), model_id="tiny")
 
 
@@ -70,14 +73,22 @@ def test_missing_models_explain(resources, name, message):
 
 
 def test_model_needs_both_parts(tmp_path):
-    folder = checkpoints.save_checkpoint(tmp_path / "tok", tokenizer=VQGAN(TokenizerConfig.from_name("tiny")))
+    folder = save_checkpoint(tmp_path / "tok", tokenizer=VQGAN(TokenizerConfig.from_name("tiny")))
     with pytest.raises(CheckpointError, match="no transformer"):
         api.load_model(folder, device="cpu")
 
 
 def test_model_cache(tiny_folder, monkeypatch):
-    monkeypatch.setattr(api, "MODEL_CACHE", {})
+    monkeypatch.setattr(lvm, "MODEL_CACHE", {})
     assert api.load_model(tiny_folder, device="cpu") is api.load_model(tiny_folder, device="cpu")
+    monkeypatch.setattr(lvm, "MODEL_CACHE", None)
+    assert api.load_model(tiny_folder, device="cpu") is not api.load_model(tiny_folder, device="cpu")
+
+
+def test_api_is_the_engine_surface():
+    """The public module names the engine's objects themselves (no copies that could drift)."""
+    for name in api.__all__:
+        assert getattr(api, name) is (getattr(lvm, name) if hasattr(lvm, name) else getattr(registry, name))
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (2, 50, 40), (1, 16, 16)])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from MedLVMLib.models import cpu_kernels
+from MedLVMLib.engine.models import cpu_kernels
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -40,3 +40,13 @@ def test_decode_benchmark_rows(capsys):
     assert found == expected
     assert "copy bandwidth" in out and "read-only" in out
     assert "top-1 agreement" in out
+
+
+def test_baselines_benchmark_prints_every_superres_method(capsys):
+    baselines = load_script("baselines")
+    assert baselines.main(["--only", "superres", "--shape", "16", "32", "32"]) == 0
+    out = capsys.readouterr().out
+    for axis in ("z x2", "z x4", "xy x2"):
+        for method in ("nearest", "linear", "cubic"):
+            line = next(row for row in out.splitlines() if f"{axis} {method}" in row)
+            assert float(line.split("MAE")[1].split("HU")[0]) >= 0.0

@@ -24,10 +24,10 @@ class MedLVMEngineTest(ScriptedLoadableModuleTest):
 
     def _logicAndInput(self):
         from MedLVM import MedLVMLogic, MedLVMTest
-        from MedLVMLib import worker
+        from MedLVMLib.slicer import protocol
 
         logic = MedLVMLogic()
-        logic.engineEnvironment = {worker.TEST_HOOKS_ENV: "1"}
+        logic.engineEnvironment = {protocol.TEST_HOOKS_ENV: "1"}
         inputSequence, _ = MedLVMTest()._makeInput()
         return logic, inputSequence
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import metrics, noise
 from MedLVMLib.baselines import denoise
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.evaluation import metrics
+from MedLVMLib.synthetic import lowdose
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def phantom():
     hu[(xx - 7) ** 2 + yy**2 < 25] = 400.0
     hu[(xx + 7) ** 2 + (yy - 4) ** 2 < 16] = -600.0
     clean = np.stack([hu, hu, hu]).astype(np.float32)
-    return clean, noise.low_dose(clean, 1e4, spacing=2.0, seed=0)
+    return clean, lowdose.low_dose(clean, 1e4, spacing=2.0, seed=0)
 
 
 @pytest.mark.parametrize("name", sorted(denoise.DENOISE_BASELINES))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import metrics
 from MedLVMLib.baselines import motion
 from MedLVMLib.errors import MedLVMError
-from MedLVMLib.volumes import Geometry, Phases
+from MedLVMLib.evaluation import metrics
+from MedLVMLib.imaging.volume import Geometry, Phases
 
 SHAPE = (24, 32, 32)
 GEOMETRY = Geometry(spacing=(1.5, 1.5, 2.0), origin=(-20.0, 10.0, 5.0))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import metrics
 from MedLVMLib.baselines import segment
 from MedLVMLib.errors import MedLVMError
-from MedLVMLib.volumes import Geometry, Phases
+from MedLVMLib.evaluation import metrics
+from MedLVMLib.imaging.volume import Geometry, Phases
 
 GEOMETRY = Geometry(spacing=(1.0, 1.0, 1.5))
 

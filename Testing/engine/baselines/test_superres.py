@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import metrics
 from MedLVMLib.baselines import superres
 from MedLVMLib.errors import MedLVMError
-from MedLVMLib.volumes import Geometry
+from MedLVMLib.evaluation import metrics
+from MedLVMLib.imaging.volume import Geometry
 
 ROTATED = Geometry(spacing=(0.7, 0.9, 1.25), origin=(-30.0, 12.0, 40.0), direction=(0, -1, 0, 1, 0, 0, 0, 0, 1))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import api
-from MedLVMLib.config import PreprocessConfig
+from MedLVMLib.engine import lvm
+from MedLVMLib.engine.config import PreprocessConfig
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.tasks import common
 
@@ -50,7 +50,7 @@ def test_errors():
 
 
 def test_encode_decode_volumes_shapes():
-    model = api.random_model("tiny")
+    model = lvm.random_model("tiny")
     volumes = np.random.default_rng(1).uniform(-1000, 500, (2, 6, 10, 12)).astype(np.float32)
     codes = common.encode_volumes(model, volumes, "coronal")
     assert codes.shape == (2, 10, model.tokens_per_image) and codes.dtype == np.int64
@@ -63,8 +63,8 @@ def test_encode_decode_volumes_shapes():
 
 
 def test_check_model_pair_rejects_mismatched_codebooks():
-    tiny, other = api.random_model("tiny"), api.random_model("medlvm-tiny")
+    tiny, other = lvm.random_model("tiny"), lvm.random_model("medlvm-tiny")
     common.check_model_pair(tiny)
-    mixed = api.MedLVMModel(tiny.tokenizer, other.transformer, tiny.preprocess, "mixed", tiny.device, tiny.dtype)
+    mixed = lvm.MedLVMModel(tiny.tokenizer, other.transformer, tiny.preprocess, "mixed", tiny.device, tiny.dtype)
     with pytest.raises(MedLVMError, match="64 codes"):
         common.check_model_pair(mixed)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import api, metrics
+from MedLVMLib.engine import lvm
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.evaluation import metrics
 from MedLVMLib.tasks import denoise
 
 
 @pytest.fixture(scope="module")
 def model():
-    return api.random_model("tiny")
+    return lvm.random_model("tiny")
 
 
 def noisy_phantom(shape=(3, 40, 48), sigma=60.0, seed=0):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import api
+from MedLVMLib.engine import lvm
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.imaging.volume import Geometry, Phases
 from MedLVMLib.tasks import motion
-from MedLVMLib.volumes import Geometry, Phases
 
 GEOMETRY = Geometry(spacing=(2.0, 2.0, 3.0), origin=(-20.0, 10.0, 5.0))
 
@@ -24,7 +24,7 @@ def breathing_box(n_phases: int = 10, shape=(12, 14, 16)) -> Phases:
 
 @pytest.fixture(scope="module")
 def model():
-    return api.random_model("tiny")
+    return lvm.random_model("tiny")
 
 
 @pytest.mark.parametrize("axis, render", [("coronal", "direct"), ("sagittal", "direct"), ("axial", "direct"),
@@ -101,8 +101,8 @@ def test_bad_requests_fail_before_loading_a_model(kwargs, message):
 
 
 def test_mismatched_tokenizer_and_transformer(model):
-    other = api.random_model("medlvm-tiny")
-    mixed = api.MedLVMModel(model.tokenizer, other.transformer, model.preprocess, "mixed", model.device, model.dtype)
+    other = lvm.random_model("medlvm-tiny")
+    mixed = lvm.MedLVMModel(model.tokenizer, other.transformer, model.preprocess, "mixed", model.device, model.dtype)
     with pytest.raises(MedLVMError, match="not trained"):
         motion.predict_motion(breathing_box(), 5, model=mixed)
 

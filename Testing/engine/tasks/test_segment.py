@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import api, metrics, palette
+from MedLVMLib.engine import lvm, palette
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.evaluation import metrics
 from MedLVMLib.tasks import segment
 
 
 @pytest.fixture(scope="module")
 def model():
-    return api.random_model("tiny")
+    return lvm.random_model("tiny")
 
 
 def moving_square(n_slices: int = 6, shape=(20, 24), step: int = 1, size: int = 4):

@@ -6,15 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import api, metrics
+from MedLVMLib.engine import lvm
 from MedLVMLib.errors import MedLVMError
-from MedLVMLib.tasks import denoise, superres
-from MedLVMLib.volumes import Geometry
+from MedLVMLib.evaluation import metrics
+from MedLVMLib.imaging.slabs import interpolate, slab_average
+from MedLVMLib.imaging.volume import Geometry
+from MedLVMLib.tasks import superres
+from MedLVMLib.tasks.prompts import Pairs
 
 
 @pytest.fixture(scope="module")
 def model():
-    return api.random_model("tiny")
+    return lvm.random_model("tiny")
 
 
 def thin_phantom(shape=(12, 24, 28)):
@@ -27,12 +30,12 @@ def thin_phantom(shape=(12, 24, 28)):
 
 def test_slab_average_by_hand():
     vol = np.arange(8, dtype=np.float32).reshape(4, 2, 1)  # z values 0,2,4,6 (+0/1 along y)
-    np.testing.assert_array_equal(superres.slab_average(vol, 2, (0,))[:, 0, 0], [1.0, 5.0])
+    np.testing.assert_array_equal(slab_average(vol, 2, (0,))[:, 0, 0], [1.0, 5.0])
 
 
 def test_linear_interpolation_of_a_ramp_is_exact_inside():
     thick = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
-    thin = superres.interpolate(thick, 2, (0,), order=1)[:, 0, 0]
+    thin = interpolate(thick, 2, (0,), order=1)[:, 0, 0]
     # thin centres at thick index -0.25, 0.25, 0.75, ...: clamped at the ends
     np.testing.assert_allclose(thin, [0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0])
 
@@ -41,12 +44,12 @@ def test_linear_interpolation_of_a_ramp_is_exact_inside():
 def test_consistency_makes_slab_means_equal_the_input(axis):
     thin = thin_phantom()
     axes = (0,) if axis == "z" else (1, 2)
-    thick = superres.slab_average(thin, 2, axes)
-    fine = superres.interpolate(thick, 2, axes, order=3) + 7.0
+    thick = slab_average(thin, 2, axes)
+    fine = interpolate(thick, 2, axes, order=3) + 7.0
     corrected = superres.consistency(fine, thick, 2, axes)
     # iterative back-projection removes most of the slab-mean error
-    before = np.abs(superres.slab_average(fine, 2, axes) - thick).mean()
-    after = np.abs(superres.slab_average(corrected, 2, axes) - thick).mean()
+    before = np.abs(slab_average(fine, 2, axes) - thick).mean()
+    after = np.abs(slab_average(corrected, 2, axes) - thick).mean()
     assert after < 0.2 * before
 
 
@@ -61,7 +64,7 @@ def test_fine_geometry_by_hand(axis, spacing, origin):
 @pytest.mark.parametrize("method", ["nearest", "linear", "cubic"])
 def test_interpolation_baselines(method):
     thin = thin_phantom()
-    thick = superres.slab_average(thin, 2, (0,))
+    thick = slab_average(thin, 2, (0,))
     result = superres.superres_volume(thick, 2, method=method, geometry=Geometry((1.0, 1.0, 2.0)))
     assert result.volume.shape == thin.shape
     assert result.geometry.spacing == (1.0, 1.0, 1.0)
@@ -72,17 +75,17 @@ def test_interpolation_baselines(method):
 def test_medlvm_end_to_end(model, axis, consistent):
     thin = thin_phantom()
     axes = (0,) if axis == "z" else (1, 2)
-    thick = superres.slab_average(thin, 2, axes)
+    thick = slab_average(thin, 2, axes)
     examples = None
     if axis == "xy":
         clean = thin[:4]
-        examples = denoise.Pairs(superres.interpolate(superres.slab_average(clean, 2, (1, 2)), 2, (1, 2)), clean)
+        examples = Pairs(interpolate(slab_average(clean, 2, (1, 2)), 2, (1, 2)), clean)
     result = superres.superres_volume(thick, 2, axis=axis, model=model, examples=examples, consistent=consistent)
     assert result.volume.shape == thin.shape and np.isfinite(result.volume).all()
     assert result.raw is not None and result.raw.shape == thin.shape
     if consistent:
-        assert np.abs(superres.slab_average(result.volume, 2, axes) - thick).mean() < \
-            np.abs(superres.slab_average(result.raw, 2, axes) - thick).mean() + 1e-3
+        assert np.abs(slab_average(result.volume, 2, axes) - thick).mean() < \
+            np.abs(slab_average(result.raw, 2, axes) - thick).mean() + 1e-3
 
 
 def test_self_pairs_teach_the_factor_along_rows():

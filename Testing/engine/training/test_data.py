@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLVMLib import palette
-from MedLVMLib.config import PreprocessConfig
+from MedLVMLib.engine import palette
+from MedLVMLib.engine.config import PreprocessConfig
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.training import corpus, natural, video
 
@@ -83,7 +83,7 @@ def test_held_out_phantom_seeds_are_refused():
 
 
 def test_ct_pool_sentences_follow_breathing_cycle():
-    pytest.importorskip("MedLVMLib.phantom")
+    pytest.importorskip("MedLVMLib.synthetic.phantom")
     pool = corpus.CTPool([0], 32, PreprocessConfig(), shape=(24, 32, 32), n_phases=10)
     rng = np.random.default_rng(0)
     s = pool.sentence(rng, 12)

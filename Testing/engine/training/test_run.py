@@ -9,7 +9,7 @@ import torch
 
 pl = pytest.importorskip("pytorch_lightning")
 
-from MedLVMLib import checkpoints  # noqa: E402
+from MedLVMLib.engine.checkpoints.formats import load_checkpoint  # noqa: E402
 from MedLVMLib.errors import MedLVMError  # noqa: E402
 from MedLVMLib.training.recipe import build_recipe  # noqa: E402
 from MedLVMLib.training.run import fit  # noqa: E402
@@ -65,7 +65,7 @@ def test_resume_restores_step_and_optimizer(tmp_path, monkeypatch):
 
 def test_tokenizer_then_transformer_export_loads(tmp_path):
     tok = fit(_tokenizer_recipe(tmp_path / "tok", max_steps=1), enable_progress_bar=False)
-    ckpt = checkpoints.load_checkpoint(tok.export_dir)
+    ckpt = load_checkpoint(tok.export_dir)
     assert ckpt.tokenizer is not None and ckpt.transformer is None
     recipe = build_recipe({
         "kind": "transformer",
@@ -75,7 +75,7 @@ def test_tokenizer_then_transformer_export_loads(tmp_path):
                     "export_dtype": "float16", "export_id": "test-model"},
     }, "test")
     result = fit(recipe, enable_progress_bar=False)
-    both = checkpoints.load_checkpoint(result.export_dir, dtype=torch.float32)
+    both = load_checkpoint(result.export_dir, dtype=torch.float32)
     assert both.tokenizer is not None and both.transformer is not None and both.model_id == "test-model"
     assert (tmp_path / "tr" / "tokens.npz").is_file() and (tmp_path / "tr" / "recipe.yaml").is_file()
 

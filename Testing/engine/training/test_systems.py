@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("pytorch_lightning")
 
-from MedLVMLib.config import TokenizerConfig, TransformerConfig  # noqa: E402
+from MedLVMLib.engine.config import TokenizerConfig, TransformerConfig
 from MedLVMLib.training.recipe import Optim, TokenizerLoss  # noqa: E402
 from MedLVMLib.training.systems import (  # noqa: E402
     TokenizerSystem,

@@ -1,0 +1,192 @@
+"""The Slicer side of the worker: start the engine process, send requests, read its events (no Qt)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Optional, Sequence
+
+from MedLVMLib.slicer.protocol import Event, encode, parse_event
+
+
+def engine_command(python: Optional[str] = None) -> list[str]:
+    """The command line that starts a worker: `<python> -m MedLVMLib worker` (PythonSlicer inside Slicer)."""
+    return [python or sys.executable, "-m", "MedLVMLib", "worker"]
+
+
+def kill_process_tree(process: subprocess.Popen) -> None:
+    """End `process` and every process it started (a launcher such as PythonSlicer starts the real Python)."""
+    if process.poll() is not None:
+        return
+    try:
+        import psutil
+
+        children = psutil.Process(process.pid).children(recursive=True)
+    except Exception:  # noqa: BLE001 - psutil missing or the process already gone
+        children = []
+    for child in children:
+        with contextlib.suppress(Exception):
+            child.kill()
+    if os.name == "posix":
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # the worker leads its own session (start_new_session)
+    elif os.name == "nt":
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False)
+    with contextlib.suppress(Exception):
+        process.kill()
+    process.wait(timeout=10)
+
+
+class EngineError(RuntimeError):
+    """The worker process could not be started or died."""
+
+
+class EngineClient:
+    """Starts and talks to one worker process; events are collected by a reader thread and `poll()`ed.
+
+    `poll()` never blocks the caller for long, so a GUI timer can call it. Besides the worker's events it
+    returns "stderr" events (what jobs print or log). A worker that dies is reported as an "error" event for
+    the running request and started again by the next `submit()`.
+    """
+
+    def __init__(self, command: Optional[Sequence[str]] = None, env: Optional[dict] = None,
+                 cwd: Optional[str] = None):
+        self.command = list(command or engine_command())
+        self.env = env
+        self.cwd = cwd
+        self._process: Optional[subprocess.Popen] = None
+        self._events: queue.Queue = queue.Queue()
+        self._ids = itertools.count(1)
+        self.running_request: Optional[str] = None
+
+    # -- lifecycle
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        if self.alive:
+            return
+        try:
+            self._process = subprocess.Popen(
+                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, encoding="utf-8", errors="replace", bufsize=1, env=self.env, cwd=self.cwd,
+                start_new_session=(os.name == "posix"),
+            )
+        except OSError as exc:
+            raise EngineError(f"could not start the MedLVM engine ({' '.join(self.command)}): {exc}") from exc
+        process = self._process
+        threading.Thread(target=self._read_stdout, args=(process,), daemon=True).start()
+        threading.Thread(target=self._read_stderr, args=(process,), daemon=True).start()
+
+    def _read_stdout(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            event = parse_event(line)
+            if event is not None:
+                self._events.put(event)
+        process.wait()
+        self._events.put(Event("exited", returncode=process.returncode, pid=process.pid))
+
+    def _read_stderr(self, process: subprocess.Popen) -> None:
+        # delivered through poll() on the caller's thread (GUI toolkits must not be called from this one)
+        for line in process.stderr:
+            self._events.put(Event("stderr", message=line.rstrip("\n"), pid=process.pid))
+
+    def _send(self, obj: dict) -> None:
+        if not self.alive:
+            raise EngineError("the MedLVM engine is not running")
+        try:
+            self._process.stdin.write(encode(obj))
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise EngineError(f"the MedLVM engine stopped accepting requests: {exc}") from exc
+
+    # -- requests
+
+    def submit(self, argv: Sequence[str]) -> str:
+        """Send a job; (re)start the worker if needed. Returns the request id."""
+        if self.running_request is not None:
+            raise EngineError("the MedLVM engine is already running a job; cancel it or wait")
+        self.start()
+        request_id = str(next(self._ids))
+        self._send({"id": request_id, "argv": [str(a) for a in argv]})
+        self.running_request = request_id
+        return request_id
+
+    def send_command(self, command: str, **extra) -> None:
+        self._send({"cmd": command, **extra})
+
+    def cancel(self, hard: bool = True) -> None:
+        """Stop the running job: ask politely, and with `hard` end the whole process tree right away."""
+        if self.alive:
+            with contextlib.suppress(EngineError):
+                self.send_command("cancel")
+        if hard:
+            self.kill()
+
+    def kill(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            kill_process_tree(process)
+        request, self.running_request = self.running_request, None
+        if request is not None:
+            self._events.put(Event("cancelled", id=request, message="cancelled by the user"))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Ask the worker to exit; kill it if it does not within `timeout` seconds."""
+        if self.alive:
+            with contextlib.suppress(EngineError):
+                self.send_command("shutdown")
+                self._process.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=timeout)
+        self.kill()
+
+    # -- events
+
+    def poll(self, timeout: float = 0.0) -> list[Event]:
+        """Events received so far (waits up to `timeout` s for the first). A dead worker gives an error event."""
+        events = []
+        with contextlib.suppress(queue.Empty):
+            events.append(self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait())
+            while True:
+                events.append(self._events.get_nowait())
+        return [self._track(e) for e in events]
+
+    def _track(self, event: Event) -> Event:
+        if event.event == "exited":
+            if event.pid != self.pid:  # an old worker (killed on cancel) closing its pipe
+                return event
+            request, self.running_request = self.running_request, None
+            if request is not None:
+                return Event("error", id=request, returncode=event.returncode, message=(
+                    f"the MedLVM engine stopped unexpectedly (exit status {event.returncode}); "
+                    "it will be restarted for the next request"))
+            return event
+        if event.final and event.id == self.running_request:
+            self.running_request = None
+        return event
+
+    def wait(self, request_id: str, timeout: float = 600.0,
+             on_event: Optional[Callable[[Event], None]] = None) -> Event:
+        """Block until `request_id` ends; returns its final event (for scripts and tests, not the GUI)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.poll(timeout=0.1):
+                if on_event is not None:
+                    on_event(event)
+                if event.final and event.id == request_id:
+                    return event
+        raise EngineError(f"request {request_id} did not finish within {timeout:.0f} s")

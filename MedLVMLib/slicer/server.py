@@ -1,0 +1,216 @@
+"""The engine side of the worker: reads JSON requests on stdin, runs `medlvm` commands, writes events."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from typing import IO, Callable, Optional, Sequence
+
+from MedLVMLib import __version__
+from MedLVMLib.errors import Cancelled, MedLVMError
+from MedLVMLib.slicer.protocol import PROGRESS_INTERVAL_S, TEST_HOOKS_ENV, encode
+
+
+class _EventWriter:
+    """Thread-safe JSON-lines writer with progress throttling."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._last_progress = (None, 0.0)
+
+    def send(self, obj: dict) -> None:
+        with self._lock:
+            self._stream.write(encode(obj))
+            self._stream.flush()
+
+    def progress(self, request_id: str, stage: str, done: int, total: Optional[int]) -> None:
+        now = time.monotonic()
+        last_stage, last_time = self._last_progress
+        if stage == last_stage and now - last_time < PROGRESS_INTERVAL_S and done not in (0, total):
+            return
+        self._last_progress = (stage, now)
+        self.send({"id": request_id, "event": "progress", "stage": stage, "done": done, "total": total})
+
+
+def _install_model_cache() -> None:
+    """Keep loaded models between requests (`engine.lvm.MODEL_CACHE`); imports torch, so not at start-up."""
+    from MedLVMLib.engine import lvm
+
+    if lvm.MODEL_CACHE is None:
+        lvm.MODEL_CACHE = {}
+
+
+def _cached_models() -> str:
+    """The models kept in memory, one "id on device" per line (empty when none or no model loaded yet)."""
+    lvm = sys.modules.get("MedLVMLib.engine.lvm")
+    cache = getattr(lvm, "MODEL_CACHE", None) or {}
+    return "\n".join(f"{model.model_id} on {model.device}" for model in cache.values())
+
+
+class Worker:
+    """Reads requests on a thread (so `cancel` arrives while a job runs) and runs jobs on the caller's thread."""
+
+    def __init__(self, stdin: IO[str], events: IO[str], build_parser: Callable[[], argparse.ArgumentParser]):
+        self._stdin = stdin
+        self._build_parser = build_parser
+        self._out = _EventWriter(events)
+        self._requests: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+
+    def serve(self) -> int:
+        self._out.send({"event": "ready", "pid": os.getpid(), "version": __version__})
+        threading.Thread(target=self._read_requests, name="medlvm-worker-stdin", daemon=True).start()
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return 0
+            self._cancel.clear()
+            self.run_request(request)
+
+    def _read_requests(self) -> None:
+        for line in self._stdin:
+            try:
+                request = json.loads(line)
+            except ValueError:
+                self._out.send({"event": "log", "message": f"ignored a line that is not JSON: {line.strip()!r}"})
+                continue
+            command = request.get("cmd") if isinstance(request, dict) else None
+            if command == "cancel":
+                self._cancel.set()
+            elif command == "ping":
+                self._out.send({"event": "pong", "pid": os.getpid(), "message": _cached_models()})
+            elif command == "shutdown":
+                break
+            elif command == "_exit" and os.environ.get(TEST_HOOKS_ENV) == "1":
+                os._exit(int(request.get("code", 3)))  # simulates a crash (segfault, OOM kill) in tests
+            elif isinstance(request, dict) and "argv" in request:
+                self._requests.put(request)
+            else:
+                self._out.send({"event": "log", "message": f"ignored an unknown request: {line.strip()!r}"})
+        self._requests.put(None)
+
+    def run_request(self, request: dict) -> None:
+        request_id = str(request.get("id", ""))
+        out = self._out
+        out.send({"id": request_id, "event": "started"})
+        progress = _progress_for(request_id, out, self._cancel.is_set)
+        try:
+            returncode = run_argv([str(a) for a in request["argv"]], progress, self._build_parser)
+        except Cancelled as exc:
+            out.send({"id": request_id, "event": "cancelled", "message": str(exc)})
+        except MedLVMError as exc:
+            out.send({"id": request_id, "event": "error", "message": str(exc), "traceback": ""})
+        except SystemExit as exc:  # a command calling sys.exit must not end the worker
+            out.send({"id": request_id, "event": "done", "returncode": int(exc.code or 0)
+                      if isinstance(exc.code, (int, type(None))) else 1})
+        except Exception as exc:  # noqa: BLE001 - report any failure and stay alive for the next request
+            out.send({"id": request_id, "event": "error", "message": f"{type(exc).__name__}: {exc}",
+                      "traceback": traceback.format_exc()})
+        else:
+            out.send({"id": request_id, "event": "done", "returncode": int(returncode or 0)})
+
+
+def _progress_for(request_id: str, out: _EventWriter, should_cancel: Callable[[], bool]):
+    from MedLVMLib.progress import CallbackProgress
+
+    return CallbackProgress(
+        lambda stage, done, total: out.progress(request_id, stage, done, total),
+        should_cancel=should_cancel,
+        log=lambda message: out.send({"id": request_id, "event": "log", "message": message}),
+    )
+
+
+def run_argv(argv: Sequence[str], progress, build_parser: Callable[[], argparse.ArgumentParser]) -> int:
+    """Parse `argv` with the `medlvm` parser (made by `build_parser`) and run the command with `progress`."""
+    if argv and argv[0] == "_selftest" and os.environ.get(TEST_HOOKS_ENV) == "1":
+        return _selftest(list(argv[1:]), progress)
+    _install_model_cache()  # here, not at start-up: `ready` comes before torch is imported
+    args = parse_argv(argv, build_parser)
+    if args is None:
+        return 0
+    if not hasattr(args, "_run"):
+        raise MedLVMError(f"'{' '.join(argv)}' is not a command")
+    return int(args._run(args, progress=progress) or 0)
+
+
+def parse_argv(argv: Sequence[str], build_parser: Callable[[], argparse.ArgumentParser]):
+    """`medlvm` arguments -> namespace; None for --help/--version; MedLVMError with argparse's message if bad."""
+    import io
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return build_parser().parse_args(list(argv))
+    except SystemExit as exc:
+        if not exc.code:
+            return None
+        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
+        raise MedLVMError(lines[-1] if lines else f"bad arguments: {' '.join(argv)}") from None
+
+
+def _selftest(argv: list[str], progress) -> int:
+    """A test-only job: N progress steps, then optionally copy a file, raise or exit (see the tests)."""
+    import shutil
+
+    parser = argparse.ArgumentParser(prog="_selftest")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--copy", nargs=2, metavar=("SRC", "DST"))
+    parser.add_argument("--fail", choices=["input", "bug"])
+    parser.add_argument("--print", default="")
+    parser.add_argument("--sys-exit", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.print:
+        print(args.print)  # must not reach the event stream
+    progress.stage("selftest", args.steps)
+    for _ in range(args.steps):
+        time.sleep(args.delay)
+        progress.advance()
+    progress.log("selftest finished its steps")
+    if args.fail == "input":
+        raise MedLVMError("selftest: a bad input")
+    if args.fail == "bug":
+        raise RuntimeError("selftest: a bug")
+    if args.sys_exit is not None:
+        sys.exit(args.sys_exit)
+    if args.copy:
+        shutil.copyfile(args.copy[0], args.copy[1])
+    return 0
+
+
+@contextlib.contextmanager
+def _events_on_real_stdout():
+    """Yield a stream for events on the original stdout; route fd 1 and sys.stdout to stderr meanwhile.
+
+    This keeps prints from jobs (and from C libraries writing to fd 1) out of the JSON stream.
+    """
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)
+    saved_stdout, sys.stdout = sys.stdout, sys.stderr
+    try:
+        yield events
+    finally:
+        sys.stdout = saved_stdout
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+        events.close()
+
+
+def serve_stdio(build_parser: Callable[[], argparse.ArgumentParser]) -> int:
+    """Entry point of `medlvm worker`: serve requests on this process's stdin/stdout. `build_parser` makes the
+    `medlvm` argument parser (passed in by the command: the command line sits above this layer)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    with _events_on_real_stdout() as events:
+        return Worker(sys.stdin, events, build_parser).serve()

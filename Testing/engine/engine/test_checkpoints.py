@@ -1,0 +1,199 @@
+"""Checkpoint formats: official layouts (sharded LLaMA, open-muse), MedLVM's own, registry, corrupt files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+
+from MedLVMLib.engine.checkpoints import download
+from MedLVMLib.engine.checkpoints.download import download_model
+from MedLVMLib.engine.checkpoints.formats import (
+    detect_format,
+    export_hf_llama,
+    export_open_muse,
+    load_checkpoint,
+    save_checkpoint,
+    sha256_file,
+)
+from MedLVMLib.engine.checkpoints.registry import load_registry, model_location
+from MedLVMLib.engine.config import PreprocessConfig, TokenizerConfig, TransformerConfig
+from MedLVMLib.engine.models.transformer import Transformer
+from MedLVMLib.engine.models.vqgan import VQGAN
+from MedLVMLib.errors import CheckpointError, MedLVMError
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    torch.manual_seed(0)
+    return VQGAN(TokenizerConfig.from_name("tiny")).eval(), Transformer(TransformerConfig.from_name("tiny")).eval()
+
+
+@pytest.fixture
+def lvm_folder(tmp_path, tiny_models):
+    """An official-layout LVM install: sharded HF LLaMA files + vqvae/ with open-muse files."""
+    tokenizer, transformer = tiny_models
+    folder = export_hf_llama(tmp_path / "lvm", transformer, n_shards=3)
+    export_open_muse(folder / "vqvae", tokenizer)
+    return folder
+
+
+def same_outputs(a, b) -> bool:
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    idx = torch.randint(0, 80, (2, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return torch.equal(a[0].encode(images), b[0].encode(images)) and torch.equal(a[1](idx), b[1](idx))
+
+
+def test_sharded_lvm_folder_loads(lvm_folder, tiny_models):
+    assert len(list(lvm_folder.glob("model-*-of-00003.safetensors"))) == 3
+    assert detect_format(lvm_folder) == "lvm"
+    ckpt = load_checkpoint(lvm_folder)
+    assert ckpt.format == "lvm" and ckpt.transformer.config.codebook_size == 64
+    assert same_outputs((ckpt.tokenizer, ckpt.transformer), tiny_models)
+
+
+def test_single_safetensors_with_separate_tokenizer(tmp_path, tiny_models):
+    tokenizer, transformer = tiny_models
+    llama = export_hf_llama(tmp_path / "llama", transformer)
+    muse = export_open_muse(tmp_path / "muse", tokenizer)
+    assert detect_format(llama) == "hf-llama" and detect_format(muse) == "open-muse"
+    ckpt = load_checkpoint(llama, tokenizer_path=muse)
+    assert same_outputs((ckpt.tokenizer, ckpt.transformer), tiny_models)
+    assert load_checkpoint(llama).tokenizer is None
+
+
+def test_dtype_cast(lvm_folder):
+    ckpt = load_checkpoint(lvm_folder, dtype=torch.bfloat16)
+    assert ckpt.transformer.lm_head.weight.dtype == torch.bfloat16
+    assert ckpt.transformer.rope_cos.dtype == torch.float32
+    assert ckpt.tokenizer.quant_conv.weight.dtype == torch.float32  # the tokenizer stays fp32
+
+
+def test_medlvm_format_round_trip(tmp_path, tiny_models):
+    tokenizer, transformer = tiny_models
+    out = save_checkpoint(tmp_path / "ours", tokenizer=tokenizer, transformer=transformer,
+                                      preprocess=PreprocessConfig(-1200.0, 400.0), model_id="t", description="d")
+    meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert set(meta) == {"format_version", "tokenizer", "transformer", "preprocess", "model_id", "description"}
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as handle:
+        prefixes = {k.split(".")[0] for k in handle.keys()}
+    assert prefixes == {"tokenizer", "transformer"}
+    ckpt = load_checkpoint(out)
+    assert (ckpt.format, ckpt.model_id, ckpt.description) == ("medlvm", "t", "d")
+    assert ckpt.preprocess == PreprocessConfig(-1200.0, 400.0)
+    assert same_outputs((ckpt.tokenizer, ckpt.transformer), tiny_models)
+    with pytest.raises(MedLVMError, match="already exists"):
+        save_checkpoint(out, tokenizer=tokenizer)
+    save_checkpoint(out, tokenizer=tokenizer, overwrite=True)
+    assert load_checkpoint(out).transformer is None
+
+
+def _corrupt_cases():
+    def missing_shard(folder):
+        next(folder.glob("model-00002-*.safetensors")).unlink()
+        return "model-00002-of-00003.safetensors"
+
+    def truncated_shard(folder):
+        path = next(folder.glob("model-00001-*.safetensors"))
+        path.write_bytes(path.read_bytes()[:-100])
+        return path.name
+
+    def wrong_shape(folder):
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        cfg["intermediate_size"] = 200
+        (folder / "config.json").write_text(json.dumps(cfg))
+        return "mlp"
+
+    def unknown_format(folder):
+        (folder / "config.json").write_text(json.dumps({"hello": 1}))
+        return "unknown checkpoint format"
+
+    def bad_json(folder):
+        (folder / "config.json").write_text("{\"model_type\": ")
+        return "config.json"
+
+    def truncated_bin(folder):
+        path = folder / "vqvae" / "pytorch_model.bin"
+        path.write_bytes(path.read_bytes()[:5000])
+        return "pytorch_model.bin"
+
+    def gqa(folder):
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        cfg["num_key_value_heads"] = 1
+        (folder / "config.json").write_text(json.dumps(cfg))
+        return "grouped-query"
+
+    def missing_tensor_in_index(folder):
+        index = json.loads((folder / "model.safetensors.index.json").read_text(encoding="utf-8"))
+        index["weight_map"]["model.extra.weight"] = "model-00001-of-00003.safetensors"
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+        return "model.extra.weight"
+
+    return [missing_shard, truncated_shard, wrong_shape, unknown_format, bad_json, truncated_bin, gqa,
+            missing_tensor_in_index]
+
+
+@pytest.mark.parametrize("corrupt", _corrupt_cases(), ids=lambda f: f.__name__)
+def test_corrupt_checkpoints_raise_clear_errors(lvm_folder, corrupt):
+    expected = corrupt(lvm_folder)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(lvm_folder)
+    assert expected in str(info.value)
+    assert str(lvm_folder) in str(info.value)  # names the file
+
+
+def test_not_a_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="not a folder"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_sha256(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"medlvm" * 1000)
+    assert sha256_file(path, chunk_size=7) == hashlib.sha256(b"medlvm" * 1000).hexdigest()
+
+
+def test_registry_entries():
+    registry = load_registry()
+    assert {"lvm-7b", "medlvm-tiny-zs", "medlvm-tiny-ct"} <= set(registry.models)
+    assert registry.default in registry.models
+    lvm = registry.models["lvm-7b"]
+    assert lvm.source == {"hub": "Emma02/LVM_ckpts", "tokenizer_hub": "Emma02/vqvae_ckpts"} and not lvm.bundled
+    assert lvm.memory_gb >= 14
+    for entry in registry.models.values():
+        assert entry.description and entry.tasks and entry.recommended_device in ("cpu", "cuda")
+        if entry.bundled:
+            assert model_location(entry, registry).parent == registry.path.parent / "models"
+
+
+def write_registry(folder, models, default=""):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "models.json").write_text(json.dumps({"format_version": 1, "default": default, "models": models}))
+    return folder
+
+
+def test_download_needs_consent_and_uses_cache(tmp_path, monkeypatch, lvm_folder):
+    entry = {"id": "lvm-test", "description": "test", "source": {"hub": "org/llama", "tokenizer_hub": "org/vq"},
+             "size_bytes": 123, "tasks": ["motion"], "recommended_device": "cpu", "memory_gb": 1}
+    registry = load_registry(write_registry(tmp_path / "res", [entry]) / "models.json")
+    monkeypatch.setenv("MEDLVM_CACHE", str(tmp_path / "cache"))
+    fetched = []
+
+    def fake_snapshot(repo_id, local_dir):  # a local copy stands in for the hub
+        fetched.append(repo_id)
+        src = lvm_folder / "vqvae" if repo_id == "org/vq" else lvm_folder
+        shutil.copytree(src, local_dir, ignore=shutil.ignore_patterns("vqvae"), dirs_exist_ok=True)
+
+    monkeypatch.setattr(download, "_snapshot_download", fake_snapshot)
+    with pytest.raises(MedLVMError, match="--download"):
+        download_model("lvm-test", registry=registry)
+    assert fetched == []
+    folder = download_model("lvm-test", consent=True, registry=registry)
+    assert fetched == ["org/llama", "org/vq"] and folder == tmp_path / "cache" / "lvm-test"
+    assert detect_format(folder) == "lvm"

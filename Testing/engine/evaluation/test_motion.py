@@ -1,0 +1,102 @@
+"""Motion evaluation on two tiny cases: rows, CSV, figures and HTML report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from MedLVMLib.engine import lvm
+from MedLVMLib.errors import MedLVMError
+from MedLVMLib.evaluation import motion as motion_eval
+from MedLVMLib.evaluation import report
+from MedLVMLib.imaging import cases
+from MedLVMLib.imaging.volume import Geometry, Phases
+
+
+def tiny_case(seed: int = 0, n_phases: int = 6, shape=(12, 14, 16)) -> cases.Case:
+    """Body (1) with lungs (2) and a tumour (6) moving superior-inferior."""
+    rng = np.random.default_rng(seed)
+    array = np.full((n_phases,) + shape, -1000.0, np.float32)
+    labels = np.zeros(array.shape, np.uint8)
+    for p in range(n_phases):
+        dz = int(round(2 * np.sin(np.pi * p / n_phases)))
+        labels[p, 1:-1, 2:-2, 2:-2] = 1
+        labels[p, 2:-2, 3:-3, 3:8] = 2
+        labels[p, 4 + dz : 7 + dz, 5:9, 4:7] = 6
+    array[labels == 1] = 40.0
+    array[labels == 2] = -800.0
+    array[labels == 6] = 30.0
+    array += rng.normal(0, 5, array.shape).astype(np.float32)
+    return cases.Case(Phases(array, Geometry(spacing=(2.0, 2.0, 2.5))), labels,
+                      {1: "body", 2: "lungs", 6: "tumour"})
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cases")
+    for i in range(2):
+        cases.save_case(tiny_case(i), root / f"case{i}")
+    return root
+
+
+def test_parse_method_variants():
+    config = motion_eval.MotionEvalConfig(axis="sagittal")
+    assert motion_eval.parse_method("medlvm", config)[1]["axis"] == "sagittal"
+    name, options = motion_eval.parse_method("medlvm:multi:warp", config)
+    assert name == "medlvm" and (options["axis"], options["render"]) == ("multi", "warp")
+    assert motion_eval.parse_method("pca", config) == ("pca", {})
+    for bad in ("medlvm:diagonal", "oracle", "medlvm:::hot", "medlvm:::t0", "medlvm:::t1p1.5", "medlvm::::x"):
+        with pytest.raises(MedLVMError):
+            motion_eval.parse_method(bad, config)
+
+
+def test_parse_method_sampling():
+    config = motion_eval.MotionEvalConfig(temperature=0.8, top_p=0.95)
+    default = motion_eval.parse_method("medlvm", config)[1]
+    assert (default["temperature"], default["top_p"], default["greedy"]) == (0.8, 0.95, None)
+    assert motion_eval.parse_method("medlvm:::greedy", config)[1]["greedy"] is True
+    options = motion_eval.parse_method("medlvm:axial:direct:t0.5p0.9", config)[1]
+    assert (options["axis"], options["render"], options["temperature"], options["top_p"]) == (
+        "axial", "direct", 0.5, 0.9)
+    assert motion_eval.parse_method("medlvm:::t0.7", config)[1]["top_p"] == 1.0
+    assert motion_eval.parse_method("medlvm:::t0.7", config)[1]["greedy"] is False
+
+
+def test_copy_last_scores_are_exact_when_nothing_moves():
+    case = tiny_case()
+    case.phases.array[:] = case.phases.array[3]
+    case.labels[:] = case.labels[3]
+    rows = motion_eval.score_prediction(case, "c", "copy-last", case.phases.select([4, 5]), 4)
+    dsc = [r["value"] for r in rows if r["metric"] == "dsc"]
+    assert len(dsc) == 2 * 2 and min(dsc) > 0.99  # lungs + tumour on 2 phases
+    mae = [r["value"] for r in rows if r["metric"] == "mae_hu"]
+    assert max(mae) == 0.0
+
+
+def test_evaluate_motion_writes_report(dataset, tmp_path):
+    config = motion_eval.MotionEvalConfig(methods=("medlvm", "medlvm:coronal:warp", "copy-last", "mirror"),
+                                       n_observed=4, model=lvm.random_model("tiny"), heatmap_cases=1)
+    result = motion_eval.evaluate_motion(dataset, tmp_path / "rep", config)
+    rows = report.read_csv(result.csv)
+    methods = {r["method"] for r in rows}
+    assert methods == {"medlvm", "medlvm:coronal:warp", "copy-last", "mirror", "reference"}
+    assert {r["case"] for r in rows} == {"case0", "case1"}
+    assert {r["phase"] for r in rows} == {"66.6667%", "83.3333%"}
+    assert {r["organ"] for r in rows} == {"lungs", "tumour", "body"}
+    keys = {(r["case"], r["phase"], r["method"], r["organ"], r["metric"]) for r in rows}
+    assert ("case1", "83.3333%", "medlvm", "tumour", "dsc") in keys
+    assert ("case0", "66.6667%", "copy-last", "body", "ssim") in keys
+    assert len(keys) == len(rows)  # one value per key
+    names = {p.name for p in result.figures}
+    assert {"dsc_per_phase.png", "mae_per_phase.png", "difference_case0.png"} <= names
+    html = result.html.read_text(encoding="utf-8")
+    assert "Figure 3" in html and "reference" in html and html.count("data:image/png") == 3
+    merged = motion_eval.merge_runs([tmp_path / "rep"], tmp_path / "merged", config, embed=False)
+    assert len(report.read_csv(merged.csv)) == len(rows)
+    assert 'src="dsc_per_phase.png"' in merged.html.read_text(encoding="utf-8")
+    assert (tmp_path / "merged" / "difference_case0.png").exists()
+
+
+def test_empty_dataset_is_an_error(tmp_path):
+    with pytest.raises(MedLVMError, match="no case folders"):
+        motion_eval.evaluate_motion(tmp_path, tmp_path / "rep", motion_eval.MotionEvalConfig(methods=("copy-last",)))
