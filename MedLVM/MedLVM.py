@@ -126,7 +126,7 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
 
     # module name -> pip requirement for the engine (torch itself comes from the PyTorch extension)
     ENGINE_MODULES = {"numpy": "numpy", "SimpleITK": "SimpleITK", "safetensors": "safetensors", "scipy": "scipy",
-                      "skimage": "scikit-image", "tqdm": "tqdm", "yaml": "pyyaml", "ninja": "ninja"}
+                      "skimage": "scikit-image", "tqdm": "tqdm", "yaml": "pyyaml", "nrrd": "pynrrd", "ninja": "ninja"}
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)

@@ -5,14 +5,14 @@ Each `fn(hu, hu_window=(-1000, 1000), slicewise=True, **kw) -> hu` takes a slice
 the window to x = (HU - lo) / (hi - lo) (0..1 inside the window; values outside are kept, not clipped),
 so the strength parameters below are in window units, then mapped back to HU. Volumes are denoised axial
 slice by slice by default (the same unit of work as the model, and how noise is simulated by
-`noise.low_dose`); `slicewise=False` runs every method in 3D (better when slices are thin, NLM is slower).
+`synthetic.lowdose.low_dose`); `slicewise=False` runs every method in 3D (better when slices are thin, NLM is slower).
 
 - "tv": Chambolle total variation, `weight` (default 1.5 x the estimated noise SD, window units).
 - "nlm": non-local means with the noise SD estimated per slice (`noise_sigma`), h = `h_factor`
   (default 1.2) x sigma, 5x5 patches searched within 6 pixels, fast mode.
 - "bilateral": SimpleITK bilateral filter, spatial SD `spatial_sigma` in pixels (default 1.5) and
   range SD `range_sigma_hu` in HU (default: 3 x the estimated noise SD, at least 20 HU).
-Defaults were tuned on phantom slices with `noise.low_dose` at I0 = 1e5 / 1e4 / 1e3 (the noise SD estimate
+Defaults were tuned on phantom slices with `synthetic.lowdose.low_dose` at I0 = 1e5 / 1e4 / 1e3 (the noise SD estimate
 reads low on streaky very-low-dose images, so stronger settings can win there).
 """
 

@@ -1,7 +1,7 @@
 """Respiratory-motion baselines: predict the future phases of a 4D CT from its first (observed) phases.
 
 Every baseline has the signature `fn(observed: Phases, n_future: int, n_total: int | None = None, **kw)
--> Phases` and returns `n_future` phases on the observed grid, labelled with `volumes.continue_index`.
+-> Phases` and returns `n_future` phases on the observed grid, labelled with `imaging.volume.continue_index`.
 
 Phase numbering: the observed phases are phases 0 .. n_obs-1 of a breathing cycle of `n_total` phases
 (default n_obs + n_future, usually 10), equally spaced in time, and the predicted ones are n_obs ..

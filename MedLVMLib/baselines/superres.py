@@ -1,6 +1,6 @@
 """Super-resolution baselines (nearest, linear, cubic B-spline interpolation) and the matching downsampler.
 
-Volumes are [Z, Y, X] arrays on a `volumes.Geometry`. `axis` picks what is resampled: "z" (through-plane:
+Volumes are [Z, Y, X] arrays on a `imaging.volume.Geometry`. `axis` picks what is resampled: "z" (through-plane:
 thick slices to thin ones), "xy" (in-plane, alias "inplane") or "xyz".
 
 Grid convention ("slab", the default): a low-resolution voxel is the average of `factor` fine voxels (a

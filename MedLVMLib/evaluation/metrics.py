@@ -2,8 +2,8 @@
 
 Conventions used by every function here:
 - Arrays are numpy volumes in SimpleITK order [Z, Y, X] (2D [Y, X] also works).
-- `spacing` is in ITK (x, y, z) order, like `volumes.Geometry.spacing`, i.e. the REVERSE of the array
-  axis order. A `volumes.Geometry` may be passed wherever a spacing is accepted.
+- `spacing` is in ITK (x, y, z) order, like `imaging.volume.Geometry.spacing`, i.e. the REVERSE of the array
+  axis order. A `imaging.volume.Geometry` may be passed wherever a spacing is accepted.
 - Masks are anything whose non-zero voxels are the structure (bool, uint8, labels == k).
 - Image metrics are in HU. PSNR and SSIM clip both images to a stated HU window first; the window is
   part of the metric's definition and must be reported with it (default (-1000, 1000) HU).

@@ -1,7 +1,7 @@
 """Deformable image registration on CPU (SimpleITK demons), warping and label propagation.
 
 Arrays are numpy in SimpleITK order: 3D [Z, Y, X] (2D [Y, X] works too). Grids are described by a
-`volumes.Geometry` (or a bare spacing in ITK (x, y, z) order); fixed and moving images share one grid.
+`imaging.volume.Geometry` (or a bare spacing in ITK (x, y, z) order); fixed and moving images share one grid.
 
 A displacement field ("field") is a float32 array [Z, Y, X, 3] (2D: [Y, X, 2]) in millimetres whose last
 axis holds the PHYSICAL (x, y, z) components, i.e. ITK's displacement-field convention. It maps a point

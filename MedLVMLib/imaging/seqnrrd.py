@@ -4,7 +4,8 @@ One 4D NRRD: three domain axes (i, j, k = x, y, z) and one "list" axis holding t
 Slicer >= 5 writes the list axis last (each item contiguous), older files have it first; both are read.
 Sequence metadata are NRRD key/value pairs: "axis N index type:=numeric", "axis N index values:=0 10 20",
 "axis N item I <attribute>:=<value>"; the index name and unit are the list axis' `labels` and `units`.
-Written without SimpleITK (which does not keep these fields) in plain numpy + zlib.
+The NRRD codec is pynrrd, which keeps these `key:=value` fields (SimpleITK drops them); this module maps
+them to and from `SequenceArray` and turns every malformed or truncated file into an InputError.
 """
 
 from __future__ import annotations
@@ -15,25 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+import nrrd
 import numpy as np
 
 from MedLVMLib.errors import InputError
 from MedLVMLib.imaging.volume import Geometry
 
 PathLike = Union[str, Path]
-
-_NRRD_TYPES = {
-    "signed char": "i1", "int8": "i1", "int8_t": "i1", "uchar": "u1", "unsigned char": "u1", "uint8": "u1",
-    "uint8_t": "u1", "short": "i2", "short int": "i2", "signed short": "i2", "signed short int": "i2",
-    "int16": "i2", "int16_t": "i2", "ushort": "u2", "unsigned short": "u2", "unsigned short int": "u2",
-    "uint16": "u2", "uint16_t": "u2", "int": "i4", "signed int": "i4", "int32": "i4", "int32_t": "i4",
-    "uint": "u4", "unsigned int": "u4", "uint32": "u4", "uint32_t": "u4", "longlong": "i8", "long long": "i8",
-    "int64": "i8", "int64_t": "i8", "ulonglong": "u8", "unsigned long long": "u8", "uint64": "u8",
-    "uint64_t": "u8", "float": "f4", "double": "f8",
-}
-_NRRD_TYPE_NAMES = {"i1": "int8", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
-                    "i8": "longlong", "u8": "ulonglong", "f4": "float", "f8": "double"}
 LABEL_ATTRIBUTE = "MedLVM.Label"  # per-item attribute holding a phase label that differs from "<value><unit>"
+_LPS_SPACES = ("left-posterior-superior", "lps")
+_RAS_SPACES = ("right-anterior-superior", "ras")
 
 
 @dataclass
@@ -50,79 +42,43 @@ class SequenceArray:
     node_class: str = "vtkMRMLScalarVolumeNode"  # Slicer node class of the items (vtkMRMLLabelMapVolumeNode: labels)
 
 
-def _parse_vector(text: str) -> Optional[list[float]]:
-    text = text.strip()
-    if text == "none":
-        return None
-    return [float(v) for v in text.strip("()").split(",")]
-
-
-def _split_quoted(text: str) -> list[str]:
-    return re.findall(r'"([^"]*)"', text) if '"' in text else text.split()
-
-
-def _read_nrrd_header(path: Path) -> tuple[dict, dict, bytes]:
-    """(fields, custom key/values, raw data bytes after the header)."""
+def _read(path: Path) -> tuple[np.ndarray, dict]:
+    """(data in C order, header) of a NRRD file; InputError naming the file for anything malformed."""
+    if not path.is_file():
+        raise InputError(f"'{path}' does not exist or is not a file")
     with open(path, "rb") as f:
-        magic = f.readline()
-        if not magic.startswith(b"NRRD000"):
+        if not f.read(7) == b"NRRD000":
             raise InputError(f"'{path}' is not a NRRD file (no NRRD magic line)")
-        fields, custom = {}, {}
-        for raw in iter(f.readline, b""):
-            line = raw.decode("latin-1").rstrip("\r\n")
-            if not line:
-                break
-            if line.startswith("#"):
-                continue
-            if ":=" in line:
-                key, value = line.split(":=", 1)
-                custom[key] = value
-            elif ": " in line:
-                key, value = line.split(": ", 1)
-                fields[key.strip().lower()] = value.strip()
-            else:
-                raise InputError(f"'{path}': malformed NRRD header line {line!r}")
-        data = f.read()
-    return fields, custom, data
+    try:
+        return nrrd.read(str(path), index_order="C")
+    except (zlib.error, EOFError) as exc:
+        raise InputError(f"'{path}' is truncated or corrupt (compressed data: {exc})") from None
+    except nrrd.NRRDError as exc:
+        text = str(exc)
+        if "size of the data" in text.lower() or "data does not equal" in text.lower():
+            raise InputError(f"'{path}' is truncated: {text}") from None
+        raise InputError(f"'{path}': malformed NRRD header ({text})") from None
+    except (ValueError, TypeError, KeyError) as exc:  # pynrrd's parsers on a bad field value
+        raise InputError(f"'{path}' is truncated or malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _decode_nrrd_data(path: Path, fields: dict, data: bytes, sizes: list[int]) -> np.ndarray:
-    type_name = fields.get("type", "").lower()
-    if type_name not in _NRRD_TYPES:
-        raise InputError(f"'{path}': unsupported NRRD voxel type {type_name!r}")
-    if "data file" in fields or "datafile" in fields:
-        raise InputError(f"'{path}': detached NRRD data files are not supported; save as one .seq.nrrd file")
-    dtype = np.dtype(_NRRD_TYPES[type_name]).newbyteorder("<" if fields.get("endian", "little") == "little" else ">")
-    encoding = fields.get("encoding", "raw").lower()
-    if encoding in ("gzip", "gz"):
-        try:
-            data = zlib.decompress(data, wbits=47)
-        except zlib.error as exc:
-            raise InputError(f"'{path}' is truncated or corrupt (gzip data: {exc})") from None
-    elif encoding not in ("raw",):
-        raise InputError(f"'{path}': unsupported NRRD encoding {encoding!r} (raw and gzip are supported)")
-    count = int(np.prod(sizes))
-    if len(data) < count * dtype.itemsize:
-        raise InputError(f"'{path}' is truncated: {len(data)} bytes of voxel data, {count * dtype.itemsize} expected")
-    view = np.frombuffer(data, dtype=dtype, count=count).reshape(sizes[::-1])  # read-only, no copy yet
-    return view if dtype.isnative else view.astype(dtype.newbyteorder("="))
-
-
-def _nrrd_geometry(path: Path, fields: dict, domain_axes: list[int]) -> Geometry:
-    space = fields.get("space", "left-posterior-superior").lower()
-    if space not in ("left-posterior-superior", "lps", "right-anterior-superior", "ras"):
+def _geometry(path: Path, header: dict, domain_axes: list[int]) -> Geometry:
+    space = str(header.get("space", "left-posterior-superior")).lower()
+    if space not in _LPS_SPACES + _RAS_SPACES:
         raise InputError(f"'{path}': unsupported NRRD space {space!r}")
-    flip = np.array([-1.0, -1.0, 1.0]) if space in ("right-anterior-superior", "ras") else np.ones(3)
-    vectors = re.findall(r"\([^)]*\)|none", fields.get("space directions", ""))
-    if len(vectors) < max(domain_axes) + 1:
+    flip = np.array([-1.0, -1.0, 1.0]) if space in _RAS_SPACES else np.ones(3)
+    directions = header.get("space directions")
+    if directions is None or len(directions) <= max(domain_axes):
         columns = [np.eye(3)[i] for i in range(3)]
     else:
-        columns = [np.asarray(_parse_vector(vectors[a])) * flip for a in domain_axes]
+        columns = [np.asarray(directions[a], float) * flip for a in domain_axes]
+    if any(not np.all(np.isfinite(c)) for c in columns):
+        raise InputError(f"'{path}': a domain axis has no 'space directions' vector")
     spacing = [float(np.linalg.norm(c)) for c in columns]
     if min(spacing) <= 0:
         raise InputError(f"'{path}': zero voxel spacing in 'space directions'")
     direction = np.stack([c / s for c, s in zip(columns, spacing)], axis=1)  # columns = axis directions
-    origin = np.asarray(_parse_vector(fields.get("space origin", "(0,0,0)"))) * flip
+    origin = np.asarray(header.get("space origin", np.zeros(3)), float) * flip
     return Geometry(tuple(spacing), tuple(float(v) for v in origin), tuple(float(v) for v in direction.ravel()))
 
 
@@ -135,43 +91,36 @@ def read_sequence_array(path: PathLike, dtype: Optional[np.dtype] = None) -> Seq
         SequenceArray with a writable, C-contiguous array [P, Z, Y, X].
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"'{path}' does not exist or is not a file")
-    fields, custom, data = _read_nrrd_header(path)
-    sizes = [int(v) for v in fields.get("sizes", "").split()]
-    if len(sizes) != 4:
+    if nrrd_dimension(path) != 4:
+        sizes = list(nrrd.read_header(str(path)).get("sizes", []))
         raise InputError(f"'{path}' is a {len(sizes)}D image (sizes {sizes}); a volume sequence is a 4D NRRD "
                          "(x, y, z and a list axis of phases)")
-    kinds = fields.get("kinds", "domain domain domain list").split()
-    list_axes = [a for a, kind in enumerate(kinds) if kind.lower() not in ("domain", "space")]
+    data, header = _read(path)
+    kinds = [str(k).lower() for k in header.get("kinds", ["domain", "domain", "domain", "list"])]
+    list_axes = [a for a, kind in enumerate(kinds) if kind not in ("domain", "space")]
     list_axis = list_axes[0] if list_axes else 3
     domain_axes = [a for a in range(4) if a != list_axis]
-    array = _decode_nrrd_data(path, fields, data, sizes)
-    array = np.moveaxis(array, 3 - list_axis, 0)  # (P, Z, Y, X): numpy axes are NRRD axes reversed
-    array = np.array(array, dtype=dtype or array.dtype, order="C")  # one copy: writable, contiguous
+    array = np.moveaxis(data, 3 - list_axis, 0)  # (P, Z, Y, X): numpy axes are NRRD axes reversed
+    target = np.dtype(dtype) if dtype is not None else array.dtype.newbyteorder("=")
+    array = np.array(array, dtype=target, order="C")  # one copy: writable, contiguous, native byte order
     n = array.shape[0]
-    index_type = custom.get(f"axis {list_axis} index type", "numeric").strip()
-    raw_values = custom.get(f"axis {list_axis} index values", "").split()
+    index_type = str(header.get(f"axis {list_axis} index type", "numeric")).strip()
+    raw_values = str(header.get(f"axis {list_axis} index values", "")).split()
     if len(raw_values) != n:
         raw_values = [str(i) for i in range(n)]
     values = [float(v) for v in raw_values] if index_type == "numeric" else raw_values
-    labels = _split_quoted(fields.get("labels", ""))
-    units = _split_quoted(fields.get("units", ""))
+    labels, units = list(header.get("labels", [])), list(header.get("units", []))
     attributes: dict = {}
-    for key, value in custom.items():
+    for key, value in header.items():
         match = re.match(rf"axis {list_axis} item (\d+) (.+)$", key)
         if match:
-            attributes.setdefault(int(match.group(1)), {})[match.group(2)] = value
+            attributes.setdefault(int(match.group(1)), {})[match.group(2)] = str(value)
     return SequenceArray(
-        array=array, geometry=_nrrd_geometry(path, fields, domain_axes), index_values=values,
+        array=array, geometry=_geometry(path, header, domain_axes), index_values=values,
         index_name=labels[list_axis] if len(labels) == 4 and labels[list_axis] else "phase",
         index_unit=units[list_axis] if len(units) == 4 else "", index_type=index_type, item_attributes=attributes,
-        node_class=custom.get("DataNodeClassName", "vtkMRMLScalarVolumeNode").strip(),
+        node_class=str(header.get("DataNodeClassName", "vtkMRMLScalarVolumeNode")).strip(),
     )
-
-
-def _fmt(values) -> str:
-    return "(" + ",".join(f"{float(v):.17g}" for v in values) + ")"
 
 
 def write_sequence_array(seq: SequenceArray, path: Path, compress_level: int = 1,
@@ -180,50 +129,49 @@ def write_sequence_array(seq: SequenceArray, path: Path, compress_level: int = 1
 
     Args:
         compress_level: zlib level 1-9 (1: fast, files ~10 % larger than 9), 0 for raw.
-        dtype: voxel type in the file (default: the array's); items are converted one at a time.
+        dtype: voxel type in the file (default: the array's).
     """
     array = seq.array
     if array.ndim != 4:
         raise InputError(f"a volume sequence needs a [P, Z, Y, X] array, got {array.shape}")
     file_dtype = np.dtype(dtype or array.dtype).newbyteorder("<")
-    code = file_dtype.str[1:]
-    if code not in _NRRD_TYPE_NAMES:
-        raise InputError(f"voxel type {array.dtype} cannot be written to NRRD")
+    if file_dtype.kind not in "iuf" or file_dtype.itemsize > 8 or file_dtype == np.float16:
+        raise InputError(f"voxel type {file_dtype} cannot be written to NRRD")
     d = np.asarray(seq.geometry.direction, dtype=float).reshape(3, 3)
-    spacing = seq.geometry.spacing
-    directions = " ".join(_fmt(d[:, i] * spacing[i]) for i in range(3))
+    directions = np.vstack([d[:, i] * seq.geometry.spacing[i] for i in range(3)] + [np.full(3, np.nan)])
     values = " ".join(f"{v:.10g}" if seq.index_type == "numeric" else str(v) for v in seq.index_values)
-    lines = [
-        "NRRD0004", "# Complete NRRD file format specification at:",
-        "# http://teem.sourceforge.net/nrrd/format.html", f"type: {_NRRD_TYPE_NAMES[code]}", "dimension: 4",
-        "space: left-posterior-superior", "sizes: " + " ".join(str(s) for s in array.shape[:0:-1]) + f" {len(array)}",
-        f"space directions: {directions} none", "kinds: domain domain domain list",
-        f'labels: "" "" "" "{seq.index_name}"', f'units: "" "" "" "{seq.index_unit}"', "endian: little",
-        "encoding: " + ("gzip" if compress_level > 0 else "raw"), f"space origin: {_fmt(seq.geometry.origin)}",
-        f"DataNodeClassName:={seq.node_class}", f"axis 3 index type:={seq.index_type}",
-        f"axis 3 index values:={values}",
-    ]
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": directions,
+        "kinds": ["domain", "domain", "domain", "list"],
+        "labels": ["", "", "", seq.index_name],
+        "units": ["", "", "", seq.index_unit],
+        "encoding": "gzip" if compress_level > 0 else "raw",
+        "space origin": np.asarray(seq.geometry.origin, float),
+        "DataNodeClassName": seq.node_class,
+        "axis 3 index type": seq.index_type,
+        "axis 3 index values": values,
+    }
     for item, attributes in sorted(seq.item_attributes.items()):
-        lines += [f"axis 3 item {item} {name}:={value}" for name, value in attributes.items()]
-    with open(path, "wb") as f:
-        f.write(("\n".join(lines) + "\n\n").encode("latin-1"))
-        packer = zlib.compressobj(compress_level, zlib.DEFLATED, 31) if compress_level > 0 else None
-        for item in array:  # one phase at a time keeps the memory peak low
-            chunk = np.ascontiguousarray(item, dtype=file_dtype).tobytes()
-            f.write(packer.compress(chunk) if packer else chunk)
-        if packer:
-            f.write(packer.flush())
+        header.update({f"axis 3 item {item} {name}": str(value) for name, value in attributes.items()})
+    data = np.ascontiguousarray(array, dtype=file_dtype)
+    nrrd.write(str(path), data, header, compression_level=max(int(compress_level), 1), index_order="C")
 
 
 def nrrd_dimension(path: PathLike) -> int:
     """The `dimension` field of a NRRD header (reads the header only)."""
-    with open(path, "rb") as f:
-        if not f.readline().startswith(b"NRRD000"):
-            raise InputError(f"'{path}' is not a NRRD file (no NRRD magic line)")
-        for raw in iter(f.readline, b""):
-            line = raw.decode("latin-1").strip()
-            if not line:
-                break
-            if line.lower().startswith("dimension:"):
-                return int(line.split(":", 1)[1])
-    raise InputError(f"'{path}': NRRD header has no dimension field")
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"'{path}' does not exist or is not a file")
+    try:
+        header = nrrd.read_header(str(path))
+    except nrrd.NRRDError as exc:
+        text = str(exc)
+        if "magic" in text.lower():
+            raise InputError(f"'{path}' is not a NRRD file (no NRRD magic line)") from None
+        raise InputError(f"'{path}': malformed NRRD header ({text})") from None
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InputError(f"'{path}': malformed NRRD header ({exc})") from None
+    if "dimension" not in header:
+        raise InputError(f"'{path}': NRRD header has no dimension field")
+    return int(header["dimension"])

@@ -4,7 +4,7 @@ Needs `slicer` (the Slicer application or the `slicer-core` wheel) and never Qt,
 Slicer and headless under pytest. Every function takes the scene (or a node) explicitly and calls the
 MRML/VTK APIs directly instead of `slicer.util` helpers that need `slicer.mrmlScene` or `slicer.app`.
 
-Coordinates: `volumes.Geometry` is ITK/LPS (like SimpleITK); Slicer nodes are RAS. The IJK->RAS matrix
+Coordinates: `imaging.volume.Geometry` is ITK/LPS (like SimpleITK); Slicer nodes are RAS. The IJK->RAS matrix
 is the IJK->LPS matrix with its first two rows negated. Arrays are [Z, Y, X] (= Slicer's [K, J, I]).
 Inputs are never modified; every created node gets a unique name.
 """

@@ -152,8 +152,8 @@ def test_volume_round_trip_float_and_label_dtype(tmp_path):
 def test_auto_dtype_stores_integer_hu_as_int16(tmp_path):
     write_phases(Phases(ct_array(), GEOMETRY), tmp_path / "i.seq.nrrd")
     write_phases(Phases(ct_array() + 0.5, GEOMETRY), tmp_path / "f.seq.nrrd")
-    assert b"type: short" in (tmp_path / "i.seq.nrrd").read_bytes()[:300]
-    assert b"type: float" in (tmp_path / "f.seq.nrrd").read_bytes()[:300]
+    assert b"\ntype: int16\n" in (tmp_path / "i.seq.nrrd").read_bytes()[:400]
+    assert b"\ntype: float\n" in (tmp_path / "f.seq.nrrd").read_bytes()[:400]
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -373,3 +373,36 @@ def test_text_index_values_are_parsed_as_phase_percentages(tmp_path):
     back = read_phases(tmp_path / "t.seq.nrrd")
     assert back.index_values == [0.0, 50.0] and back.labels == ["0%", "50%"]
     assert np.array_equal(back.array, array)
+
+
+def test_seq_nrrd_keeps_item_attributes_and_node_class(tmp_path):
+    """Slicer's per-item `axis 3 item I name:=value` fields and the node class survive a write and a read."""
+    from MedLVMLib.imaging.seqnrrd import SequenceArray, read_sequence_array, write_sequence_array
+
+    array = ct_array(2).astype(np.int16)
+    seq = SequenceArray(array, GEOMETRY, [0.0, 50.0], item_attributes={1: {"MedLVM.Label": "50% exhale"}},
+                        node_class="vtkMRMLLabelMapVolumeNode")
+    write_sequence_array(seq, tmp_path / "a.seq.nrrd", compress_level=0)
+    header = (tmp_path / "a.seq.nrrd").read_bytes().split(b"\n\n")[0].decode()
+    assert "axis 3 item 1 MedLVM.Label:=50% exhale" in header.splitlines()
+    back = read_sequence_array(tmp_path / "a.seq.nrrd")
+    assert back.item_attributes == {1: {"MedLVM.Label": "50% exhale"}}
+    assert back.node_class == "vtkMRMLLabelMapVolumeNode" and back.index_values == [0.0, 50.0]
+    assert np.array_equal(back.array, array) and back.geometry.is_close(GEOMETRY)
+
+
+@pytest.mark.parametrize("header_line, message", [
+    ("sizes: 7 6 5", "not a NRRD|dimension|malformed"),
+    ("space: scanner-xyz", "unsupported NRRD space"),
+])
+def test_seq_nrrd_bad_headers_are_named(tmp_path, header_line, message):
+    from MedLVMLib.imaging.seqnrrd import SequenceArray, write_sequence_array
+
+    path = tmp_path / "b.seq.nrrd"
+    write_sequence_array(SequenceArray(ct_array(2).astype(np.int16), GEOMETRY, [0.0, 50.0]), path, compress_level=0)
+    head, data = path.read_bytes().split(b"\n\n", 1)
+    key = header_line.split(":")[0]
+    lines = [line if not line.startswith(key + ":") else header_line for line in head.decode().splitlines()]
+    path.write_bytes("\n".join(lines).encode() + b"\n\n" + data)
+    with pytest.raises(InputError, match=message):
+        read_phases(path)
