@@ -1,13 +1,26 @@
-"""VQGAN: open-muse key layout, encode/decode shapes (also non-square), row-major codes, training pass."""
+"""VQGAN: open-muse key layout, golden numbers from open-muse itself, encode/decode shapes (also non-square),
+row-major codes, training pass."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from MedLVMLib.engine.config import TokenizerConfig
-from MedLVMLib.engine.models.vqgan import VQGAN, VQGANOutput
+from MedLVMLib.engine.models import vqgan
+from MedLVMLib.engine.models.vqgan import VQGAN, ResnetBlock, VQGANOutput
 from MedLVMLib.errors import InputError
+
+#: made by tools/make_vqgan_golden.py from open-muse's VQGANModel; see the README there
+GOLDEN = Path(__file__).parent / "fixtures" / "vqgan_golden"
+#: Two correct fp32 runs differ by ~1e-5 here (the conv algorithm depends on the memory layout: open-muse's own
+#: decode() and decode_code() of the same codes differ by up to 3e-5; MedLVM's decoded values differ from the
+#: goldens by 5e-6), the values are of order 1, and each planted bug below moves some value by 0.39 or more.
+#: Codes must match exactly: each is decided by a margin of 2e-3 in squared distance, 100x what rounding moves.
+GOLDEN_TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 
 
 def official_muse_shapes() -> dict:
@@ -165,3 +178,90 @@ def test_official_layout_checkpoint_loads_strictly(tmp_path):
         codes = model.encode(torch.rand(1, 3, 64, 48))  # non-square; 256x256 works the same, only slower
         assert codes.shape == (1, 4, 3)
         assert model.decode(codes).shape == (1, 3, 64, 48)
+
+
+# ----------------------------------------------------------------------------------- golden numbers from open-muse
+
+
+@pytest.fixture(scope="module")
+def golden():
+    from safetensors.torch import load_file
+
+    from MedLVMLib.engine.checkpoints.formats import load_open_muse
+
+    return load_open_muse(GOLDEN), load_file(str(GOLDEN / "golden.safetensors"))
+
+
+def golden_differences(model: VQGAN, golden: dict) -> dict:
+    """{output name: how it differs from open-muse's}; empty when the model reproduces every golden output."""
+    differences = {}
+
+    def compare(name, got, expected):
+        if got.shape != expected.shape:
+            differences[name] = f"shape {tuple(got.shape)} != {tuple(expected.shape)}"
+        elif expected.dtype == torch.int64 and not torch.equal(got, expected):
+            differences[name] = f"{int((got != expected).sum())} of {expected.numel()} codes differ"
+        elif expected.is_floating_point() and not torch.allclose(got, expected, **GOLDEN_TOLERANCE):
+            differences[name] = f"max |difference| {float((got - expected).abs().max()):.3g}"
+
+    f = model.config.downsample_factor
+    with torch.no_grad():
+        compare("latents", model.latents(golden["images"]), golden["latents"])
+        for suffix in ("", "_wide"):
+            images, codes = golden["images" + suffix], golden["codes" + suffix]
+            grid = codes.view(images.shape[0], images.shape[2] // f, images.shape[3] // f)  # row-major (B, h, w)
+            compare("codes" + suffix, model.encode(images), grid)
+            raw = model.decode_latents(model.quantize.lookup(grid))
+            compare("decoded" + suffix, raw, golden["decoded" + suffix])
+            compare("decoded_clamped" + suffix, model.decode(grid), golden["decoded" + suffix].clamp(0.0, 1.0))
+        block = ResnetBlock(32, 64, groups=32)
+        block.load_state_dict({k[len("resnet_block."):]: v.float() for k, v in golden.items()
+                               if k.startswith("resnet_block.")}, strict=True)
+        compare("resnet_block", block(golden["resnet_block_input"]), golden["resnet_block_output"])
+    return differences
+
+
+def test_golden_fixture_is_small_and_in_open_muse_format(golden):
+    from MedLVMLib.engine.checkpoints.formats import detect_format
+
+    model, values = golden
+    assert detect_format(GOLDEN) == "open-muse"
+    assert model.config == TokenizerConfig(resolution=16, hidden_channels=32, channel_mult=(1, 1), num_res_blocks=1,
+                                           z_channels=8, codebook_size=64, embed_dim=8, norm_groups=32)
+    assert sum(p.stat().st_size for p in GOLDEN.iterdir()) < 700_000
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert all(m.weight.std() > 0.1 and m.bias.std() > 0.1 for m in norms)  # not the initial ones and zeros
+    assert values["codes"].unique().numel() > 40  # codes spread over the 64 entries
+
+
+def test_matches_open_muse_golden_numbers(golden):
+    """Codes exactly, latents and decoded values to 1e-4, as open-muse's VQGANModel computed them."""
+    assert golden_differences(*golden) == {}
+
+
+class _Functional:
+    """torch.nn.functional with some functions replaced, to plant a bug in vqgan.py only."""
+
+    def __init__(self, **replaced):
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name):
+        return getattr(F, name)
+
+
+PLANTED_BUGS = {
+    # name: (replaced functions, golden outputs that must then differ)
+    "relu instead of silu": ({"silu": F.relu}, {"latents", "codes", "codes_wide", "decoded", "decoded_wide",
+                                                "resnet_block"}),
+    "bilinear upsampling": ({"interpolate": lambda x, **kw: F.interpolate(x, **{**kw, "mode": "bilinear"})},
+                            {"decoded", "decoded_wide"}),
+    "downsample pads left and top": ({"pad": lambda x, pad: F.pad(x, (1, 0, 1, 0))}, {"latents", "codes"}),
+}
+
+
+@pytest.mark.parametrize("bug", PLANTED_BUGS)
+def test_golden_comparison_catches_planted_bugs(golden, monkeypatch, bug):
+    replaced, must_differ = PLANTED_BUGS[bug]
+    monkeypatch.setattr(vqgan, "F", _Functional(**replaced))
+    differences = golden_differences(*golden)
+    assert must_differ <= set(differences), differences
