@@ -50,13 +50,33 @@ def engineRoot() -> str:
     return str(here.parent if _isInstalledLayout() else here.parents[1])
 
 
+def _readRegistryFile(path: Optional[Path]) -> dict:
+    try:
+        return dict(json.loads(Path(path or resourcesDir() / "models.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
 def readModelRegistry(path: Optional[Path] = None) -> list:
     """Entries of Resources/models.json (id, description, memory_gb, ...); [] when it is missing."""
-    path = path or resourcesDir() / "models.json"
-    try:
-        return list(json.loads(Path(path).read_text(encoding="utf-8")).get("models", []))
-    except (OSError, ValueError):
-        return []
+    return list(_readRegistryFile(path).get("models", []))
+
+
+def readDefaultModel(path: Optional[Path] = None) -> str:
+    """The id the engine runs when no model is chosen (models.json "default"); "" when unknown."""
+    return str(_readRegistryFile(path).get("default", ""))
+
+
+def connectGuiWithTag(parameterNode, gui):
+    """parameterNode.connectGui(gui), returning the tag that disconnects it, also on Slicer 5.8.
+
+    5.8's wrapper returns no tag (fixed in 5.10 by Slicer commit b5a65a49a0), so disconnectGui(None) did nothing
+    and the connectors of every earlier connection kept writing into the GUI. Its tag is the wrapper's
+    counter before the call.
+    """
+    nextTag = getattr(parameterNode, "_nextParameterGUIsTag", None)
+    tag = parameterNode.connectGui(gui)
+    return nextTag if tag is None else tag
 
 
 #
@@ -136,6 +156,7 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
         self._engine = None
         self._job: Optional[dict] = None
         self._timer = None
+        self.lastJobCancelled = False  # how the last job ended: cancelled (by the user or a scene close) or not
 
     def getParameterNode(self):
         return MedLVMParameterNode(super().getParameterNode())
@@ -235,6 +256,7 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
             raise
         self._job = dict(id=requestId, dir=jobDir, out=outPath, input=inputSequence, task=task, onProgress=onProgress,
                          onLog=onLog, onFinished=onFinished)
+        self._watchScene(inputSequence.GetScene())
         if not blocking:
             self._startPolling()
             return None
@@ -274,14 +296,36 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
         return task_argv(request, str(inputPath), str(outPath), labelsPath and str(labelsPath),
                          namesPath and str(namesPath))
 
-    def cancel(self) -> None:
-        """End the running job and the worker process tree; the next job starts a fresh worker."""
+    def cancel(self, reason: Optional[str] = None) -> None:
+        """End the running job and the worker process tree; the next job starts a fresh worker.
+
+        reason: the message the job ends with (default "Cancelled.").
+        """
         if self._engine is not None:
             self._engine.cancel(hard=True)
         if self._job is not None:
             from MedLVMLib.slicer.protocol import Event
 
-            self._finishJob(Event("cancelled", id=self._job["id"], message=_("Cancelled.")))
+            self._job["cancelReason"] = reason
+            self._finishJob(Event("cancelled", id=self._job["id"]))
+
+    def _watchScene(self, scene) -> None:
+        """Cancel the job when its scene closes: its results would have no scene to go to."""
+        if scene is not None:
+            self._job["sceneObservation"] = (scene, scene.AddObserver(scene.StartCloseEvent, self._onSceneStartClose))
+
+    def _onSceneStartClose(self, caller=None, event=None) -> None:
+        if self.busy:
+            self.cancel(reason=_("Cancelled: the scene was closed."))
+
+    def _detachJob(self, job: dict) -> None:
+        """Stop the poll timer and the scene observer of a job that ended."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        scene, tag = job.get("sceneObservation", (None, None))
+        if scene is not None:
+            scene.RemoveObserver(tag)
 
     def _startPolling(self) -> None:
         self._timer = qt.QTimer()
@@ -322,26 +366,31 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
     def _finishJob(self, event):
         """Load the outputs of a finished job (or describe why there are none) and remove its temp folder."""
         job, self._job = self._job, None
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
-        outputs, error = None, None
+        self._detachJob(job)
         try:
-            if event.event == "done" and event.returncode == 0:
-                outputs = self._importOutputs(job)
-            elif event.event == "cancelled":
-                error = _("Cancelled.")
-            else:
-                error = event.message or _("The engine failed (exit status {code}).").format(code=event.returncode)
-                if event.traceback:
-                    logging.error("MedLVM engine traceback:\n%s", event.traceback)
+            outputs, error = self._outcome(job, event)
         except Exception as exc:  # noqa: BLE001 - a file the engine wrote but Slicer cannot load
-            error = _("Could not load the results: {error}").format(error=exc)
+            outputs, error = None, _("Could not load the results: {error}").format(error=exc)
         finally:
             shutil.rmtree(job["dir"], ignore_errors=True)
+        self.lastJobCancelled = event.event == "cancelled"
         if job.get("onFinished"):
             job["onFinished"](outputs, error)
         return outputs, error
+
+    def _outcome(self, job: dict, event):
+        """(outputs, None) for a job that succeeded, else (None, the message to show)."""
+        if event.event == "cancelled":
+            return None, job.get("cancelReason") or _("Cancelled.")
+        if event.event != "done" or event.returncode != 0:
+            if event.traceback:
+                logging.error("MedLVM engine traceback:\n%s", event.traceback)
+            return None, event.message or _("The engine failed (exit status {code}).").format(code=event.returncode)
+        scene = job["input"].GetScene()
+        if scene is None or not scene.IsNodePresent(job["input"]):
+            return None, _("The input sequence left the scene while MedLVM ran (was the scene closed?); "
+                           "the results were discarded.")
+        return self._importOutputs(job), None
 
 
 #
@@ -359,6 +408,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._models = []
+        self._defaultModel = ""
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -391,7 +441,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
@@ -410,18 +460,23 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._selectModel(self._parameterNode.model)
-            self._checkCanApply()
+            self._parameterNodeGuiTag = connectGuiWithTag(self._parameterNode, self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        # the model choice is not bound by the wrapper: follow the node (a scene loaded or closed) by hand
+        self._showModel(self._parameterNode.model)
+        self._checkCanApply()
 
     # -- models
 
     def _populateModels(self) -> None:
         self._models = readModelRegistry()
+        self._defaultModel = readDefaultModel()
         self.ui.modelComboBox.clear()
         for entry in self._models:
             self.ui.modelComboBox.addItem(entry.get("id", "?"))
@@ -429,14 +484,25 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                               qt.Qt.ToolTipRole)
         self.ui.modelComboBox.addItem(CUSTOM_MODEL)
 
+    def _showModel(self, model: str) -> None:
+        """Show `model` ("": the default the engine runs) in the combo box, without writing it back."""
+        if (self._currentModel() or self._defaultModel) != (model or self._defaultModel):
+            combo, folder = self.ui.modelComboBox, self.ui.modelFolderPathLineEdit
+            wereBlocked = combo.blockSignals(True), folder.blockSignals(True)
+            try:
+                self._selectModel(model or self._defaultModel)
+            finally:
+                combo.blockSignals(wereBlocked[0])
+                folder.blockSignals(wereBlocked[1])
+        self._updateModelInfo()
+
     def _selectModel(self, model: str) -> None:
         ids = [entry.get("id") for entry in self._models]
         if model in ids:
             self.ui.modelComboBox.currentIndex = ids.index(model)
-        elif model:
+        else:
             self.ui.modelComboBox.currentIndex = len(ids)
             self.ui.modelFolderPathLineEdit.currentPath = model
-        self._updateModelInfo()
 
     def _currentModel(self) -> str:
         index = self.ui.modelComboBox.currentIndex
@@ -520,7 +586,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._setRunning(False)
         if errorMessage:
             self.ui.statusLabel.text = errorMessage
-            if errorMessage != _("Cancelled."):
+            if not self.logic.lastJobCancelled:
                 slicer.util.errorDisplay(_("MedLVM failed: {error}").format(error=errorMessage))
             return
         self.ui.statusLabel.text = _("Done: {name} ({n} phases)").format(

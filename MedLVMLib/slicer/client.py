@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Sequence
 
 from MedLVMLib.slicer.protocol import Event, encode, parse_event
 
@@ -44,6 +47,47 @@ def kill_process_tree(process: subprocess.Popen) -> None:
     process.wait(timeout=10)
 
 
+def describe_exit(returncode: Optional[int]) -> str:
+    """"exit status 3" or, for a process ended by a signal, "killed by SIGKILL: ..."."""
+    if returncode is None or returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    why = ": out of memory, or ended by another program" if name == "SIGKILL" else ""
+    return f"killed by {name}{why}"
+
+
+def output_of(argv: Sequence[str]) -> Optional[Path]:
+    """The `--out` path of a `medlvm` command line, or None."""
+    for i, arg in enumerate(argv):
+        if arg == "--out" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--out="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
+def remove_partial_outputs(out: Path, since: float) -> list[Path]:
+    """Remove what a dead engine left of `out`: the temporary siblings `outputs.atomic_path` fills
+    (".<name>.<random>.partial"), only those made since `since` (a time.time()), so another run's stay.
+    Returns the removed paths."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for partial in out.parent.glob(f".{out.name}.*.partial"):
+            if partial.is_dir() and partial.stat().st_mtime >= since - 1.0:
+                shutil.rmtree(partial, ignore_errors=True)
+                removed.append(partial)
+    return removed
+
+
+class _Job(NamedTuple):
+    id: str
+    out: Optional[Path]
+    started: float
+
+
 class EngineError(RuntimeError):
     """The worker process could not be started or died."""
 
@@ -64,7 +108,13 @@ class EngineClient:
         self._process: Optional[subprocess.Popen] = None
         self._events: queue.Queue = queue.Queue()
         self._ids = itertools.count(1)
-        self.running_request: Optional[str] = None
+        self._job: Optional[_Job] = None
+        self._stderr_tail: collections.deque = collections.deque(maxlen=1)  # the last non-blank stderr line
+
+    @property
+    def running_request(self) -> Optional[str]:
+        """The id of the job the worker is running, or None."""
+        return self._job.id if self._job is not None else None
 
     # -- lifecycle
 
@@ -88,25 +138,34 @@ class EngineClient:
         except OSError as exc:
             raise EngineError(f"could not start the MedLVM engine ({' '.join(self.command)}): {exc}") from exc
         process = self._process
-        threading.Thread(target=self._read_stdout, args=(process,), daemon=True).start()
-        threading.Thread(target=self._read_stderr, args=(process,), daemon=True).start()
+        tail = self._stderr_tail = collections.deque(maxlen=1)
+        stderr_reader = threading.Thread(target=self._read_stderr, args=(process, tail), daemon=True)
+        stderr_reader.start()
+        threading.Thread(target=self._read_stdout, args=(process, stderr_reader, tail), daemon=True).start()
 
-    def _read_stdout(self, process: subprocess.Popen) -> None:
+    def _read_stdout(self, process: subprocess.Popen, stderr_reader: threading.Thread, tail) -> None:
         for line in process.stdout:
             event = parse_event(line)
             if event is not None:
                 self._events.put(event)
         process.wait()
-        self._events.put(Event("exited", returncode=process.returncode, pid=process.pid))
+        stderr_reader.join(timeout=5)  # its last line (a traceback's) explains the exit
+        self._events.put(Event("exited", returncode=process.returncode, pid=process.pid, message="".join(tail)))
 
-    def _read_stderr(self, process: subprocess.Popen) -> None:
+    def _read_stderr(self, process: subprocess.Popen, tail) -> None:
         # delivered through poll() on the caller's thread (GUI toolkits must not be called from this one)
         for line in process.stderr:
-            self._events.put(Event("stderr", message=line.rstrip("\n"), pid=process.pid))
+            line = line.rstrip("\n")
+            self._events.put(Event("stderr", message=line, pid=process.pid))
+            if line.strip():
+                tail.append(line.strip())
 
     def _send(self, obj: dict) -> None:
         if not self.alive:
-            raise EngineError("the MedLVM engine is not running")
+            ended = self._process is not None and self._process.returncode is not None
+            raise EngineError("the MedLVM engine is not running" + (
+                f" ({describe_exit(self._process.returncode)}: {''.join(self._stderr_tail) or 'no message'})"
+                if ended else ""))
         try:
             self._process.stdin.write(encode(obj))
             self._process.stdin.flush()
@@ -119,10 +178,12 @@ class EngineClient:
         """Send a job; (re)start the worker if needed. Returns the request id."""
         if self.running_request is not None:
             raise EngineError("the MedLVM engine is already running a job; cancel it or wait")
+        self._stderr_tail.clear()  # what an earlier job printed does not explain this one's end
         self.start()
         request_id = str(next(self._ids))
-        self._send({"id": request_id, "argv": [str(a) for a in argv]})
-        self.running_request = request_id
+        argv = [str(a) for a in argv]
+        self._send({"id": request_id, "argv": argv})
+        self._job = _Job(request_id, output_of(argv), time.time())
         return request_id
 
     def send_command(self, command: str, **extra) -> None:
@@ -140,9 +201,16 @@ class EngineClient:
         process, self._process = self._process, None
         if process is not None:
             kill_process_tree(process)
-        request, self.running_request = self.running_request, None
-        if request is not None:
-            self._events.put(Event("cancelled", id=request, message="cancelled by the user"))
+        job = self._end_job()
+        if job is not None:
+            self._events.put(Event("cancelled", id=job.id, message="cancelled by the user"))
+
+    def _end_job(self, engine_died: bool = True) -> Optional[_Job]:
+        """Forget the running job; when its engine died, remove the output it was writing."""
+        job, self._job = self._job, None
+        if job is not None and engine_died and job.out is not None:
+            remove_partial_outputs(job.out, job.started)
+        return job
 
     def close(self, timeout: float = 5.0) -> None:
         """Ask the worker to exit; kill it if it does not within `timeout` seconds."""
@@ -169,14 +237,12 @@ class EngineClient:
         if event.event == "exited":
             if event.pid != self.pid:  # an old worker (killed on cancel) closing its pipe
                 return event
-            request, self.running_request = self.running_request, None
-            if request is not None:
-                return Event("error", id=request, returncode=event.returncode, message=(
-                    f"the MedLVM engine stopped unexpectedly (exit status {event.returncode}); "
-                    "it will be restarted for the next request"))
+            job = self._end_job()
+            if job is not None:
+                return Event("error", id=job.id, returncode=event.returncode, message=_death_message(event))
             return event
         if event.final and event.id == self.running_request:
-            self.running_request = None
+            self._end_job(engine_died=False)
         return event
 
     def wait(self, request_id: str, timeout: float = 600.0,
@@ -190,3 +256,12 @@ class EngineClient:
                 if event.final and event.id == request_id:
                     return event
         raise EngineError(f"request {request_id} did not finish within {timeout:.0f} s")
+
+
+def _death_message(exited: Event) -> str:
+    """What the client reports for a job whose engine died: how it ended and its last words on stderr."""
+    message = (f"the MedLVM engine stopped unexpectedly ({describe_exit(exited.returncode)}); "
+               "it will be restarted for the next request")
+    if exited.message and exited.returncode is not None and exited.returncode > 0:
+        message += f". Its last message: {exited.message[:300]}"
+    return message

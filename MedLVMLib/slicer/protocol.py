@@ -15,6 +15,11 @@ Events (one JSON object per line on stdout; everything else a job prints goes to
     {"id", "event": "done", "returncode"}                 the job finished (0 = success)
     {"id", "event": "cancelled", "message"}
     {"id", "event": "error", "message", "traceback"}      a bad input (empty traceback) or a bug
+    {"event": "error", "message"}                         a request line the worker could not read (with the
+                                                          request's "id" when it had one); the worker goes on
+
+If the worker process dies, the client reports the running job as an "error" ("stopped unexpectedly", how it
+ended and its last line on stderr) and removes the output that job was writing.
 
 Jobs run one at a time in this process, so a model loaded by one request stays in memory (and on the
 GPU) for the next: the server (`slicer.server`) switches on `engine.lvm.MODEL_CACHE`.

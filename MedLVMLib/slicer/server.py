@@ -77,25 +77,47 @@ class Worker:
 
     def _read_requests(self) -> None:
         for line in self._stdin:
+            if not line.strip():
+                continue
             try:
                 request = json.loads(line)
             except ValueError:
-                self._out.send({"event": "log", "message": f"ignored a line that is not JSON: {line.strip()!r}"})
+                self._refuse(None, f"ignored a request line that is not JSON: {_shorten(line)}")
                 continue
-            command = request.get("cmd") if isinstance(request, dict) else None
-            if command == "cancel":
-                self._cancel.set()
-            elif command == "ping":
-                self._out.send({"event": "pong", "pid": os.getpid(), "message": _cached_models()})
-            elif command == "shutdown":
+            if not isinstance(request, dict):
+                self._refuse(None, f"ignored a request that is not a JSON object: {_shorten(line)}")
+            elif request.get("cmd") == "shutdown":
                 break
-            elif command == "_exit" and os.environ.get(TEST_HOOKS_ENV) == "1":
-                os._exit(int(request.get("code", 3)))  # simulates a crash (segfault, OOM kill) in tests
-            elif isinstance(request, dict) and "argv" in request:
-                self._requests.put(request)
+            elif "cmd" in request:
+                self._command(request, line)
+            elif "argv" in request:
+                self._queue_job(request)
             else:
-                self._out.send({"event": "log", "message": f"ignored an unknown request: {line.strip()!r}"})
+                self._refuse(request.get("id"), f"ignored a request with neither 'cmd' nor 'argv': {_shorten(line)}")
         self._requests.put(None)
+
+    def _command(self, request: dict, line: str) -> None:
+        command = request["cmd"]
+        if command == "cancel":
+            self._cancel.set()
+        elif command == "ping":
+            self._out.send({"event": "pong", "pid": os.getpid(), "message": _cached_models()})
+        elif command == "_exit" and os.environ.get(TEST_HOOKS_ENV) == "1":
+            os._exit(int(request.get("code", 3)))  # simulates a crash (segfault, OOM kill) in tests
+        else:
+            self._refuse(request.get("id"), f"ignored an unknown command: {_shorten(line)}")
+
+    def _queue_job(self, request: dict) -> None:
+        argv = request["argv"]
+        if not isinstance(argv, list) or not all(isinstance(a, (str, int, float)) for a in argv):
+            self._refuse(request.get("id"), f"bad request: 'argv' must be a list of strings, not {_shorten(argv)}")
+            return
+        self._requests.put(request)
+
+    def _refuse(self, request_id, message: str) -> None:
+        """A request the worker cannot read: an error event (final for `request_id` when it has one)."""
+        event = {"event": "error", "message": message, "traceback": ""}
+        self._out.send(event if request_id is None else {"id": str(request_id), **event})
 
     def run_request(self, request: dict) -> None:
         request_id = str(request.get("id", ""))
@@ -108,6 +130,9 @@ class Worker:
             out.send({"id": request_id, "event": "cancelled", "message": str(exc)})
         except MedLVMError as exc:
             out.send({"id": request_id, "event": "error", "message": str(exc), "traceback": ""})
+        except OSError as exc:  # a file that cannot be read or written (disk full, permissions, removed folder)
+            out.send({"id": request_id, "event": "error", "message": _describe_os_error(exc),
+                      "traceback": traceback.format_exc()})
         except SystemExit as exc:  # a command calling sys.exit must not end the worker
             out.send({"id": request_id, "event": "done", "returncode": int(exc.code or 0)
                       if isinstance(exc.code, (int, type(None))) else 1})
@@ -116,6 +141,17 @@ class Worker:
                       "traceback": traceback.format_exc()})
         else:
             out.send({"id": request_id, "event": "done", "returncode": int(returncode or 0)})
+
+
+def _shorten(value, limit: int = 120) -> str:
+    text = repr(value.strip() if isinstance(value, str) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """The failed file and the system's reason, without Python's "[Errno N]"."""
+    where = f" '{exc.filename}'" if exc.filename else ""
+    return f"could not read or write{where}: {exc.strerror or exc}"
 
 
 def _progress_for(request_id: str, out: _EventWriter, should_cancel: Callable[[], bool]):
@@ -164,6 +200,8 @@ def _selftest(argv: list[str], progress) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--copy", nargs=2, metavar=("SRC", "DST"))
+    parser.add_argument("--out", help="write OUT like a command's output: atomically, a chunk per step")
+    parser.add_argument("--fail-write", action="store_true", help="with --out: the disk is full half way")
     parser.add_argument("--fail", choices=["input", "bug"])
     parser.add_argument("--print", default="")
     parser.add_argument("--sys-exit", type=int, default=None)
@@ -171,9 +209,12 @@ def _selftest(argv: list[str], progress) -> int:
     if args.print:
         print(args.print)  # must not reach the event stream
     progress.stage("selftest", args.steps)
-    for _ in range(args.steps):
-        time.sleep(args.delay)
-        progress.advance()
+    if args.out:
+        _selftest_write(args, progress)
+    else:
+        for _ in range(args.steps):
+            time.sleep(args.delay)
+            progress.advance()
     progress.log("selftest finished its steps")
     if args.fail == "input":
         raise MedLVMError("selftest: a bad input")
@@ -184,6 +225,22 @@ def _selftest(argv: list[str], progress) -> int:
     if args.copy:
         shutil.copyfile(args.copy[0], args.copy[1])
     return 0
+
+
+def _selftest_write(args, progress) -> None:
+    """Write `args.out` through `outputs.atomic_path`, one 64 KiB chunk per step (a slow output writer)."""
+    import errno
+
+    from MedLVMLib.outputs import atomic_path
+
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
+        for step in range(args.steps):
+            if args.fail_write and step == args.steps // 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args.out))
+            f.write(bytes(65536))
+            f.flush()
+            time.sleep(args.delay)
+            progress.advance()
 
 
 @contextlib.contextmanager

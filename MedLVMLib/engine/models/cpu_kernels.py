@@ -69,6 +69,8 @@ def unsupported_reason() -> Optional[str]:
     """Why the kernels cannot be built on this machine, or None."""
     if os.environ.get(ENV_SWITCH, "1").strip() == "0":
         return f"disabled by {ENV_SWITCH}=0"
+    if not SOURCE.is_file():  # e.g. an installed extension that did not package the .cpp
+        return f"their source {SOURCE.name} is missing from {SOURCE.parent}"
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"built only on x86-64 Linux, not {platform.system()} {platform.machine()}"
     flags = cpu_flags()
@@ -130,8 +132,11 @@ def load() -> bool:
 def _compile_and_load() -> tuple:
     from torch.utils.cpp_extension import load as load_extension
 
-    folder = build_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:  # build_dir() reads the source: it may have gone since unsupported_reason() looked
+        folder = build_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return False, f"cannot prepare their build folder: {exc}"
     name = f"medlvm_cpu_kernels_{folder.name}"  # the folder is named by the build tag
     if not (folder / f"{name}.so").exists():
         log.warning("compiling MedLVM's CPU decode kernels for this machine (once, about 10 s) in %s", folder)

@@ -1,9 +1,11 @@
-"""The Slicer module without the Slicer app: static checks (.ui, CMake, catalogue entry), light imports, and
-MedLVMLogic driving a real engine process on MRML nodes of the slicer-core wheel.
+"""The Slicer module without the Slicer app: static checks (.ui, CMake, catalogue entry), light imports,
+MedLVMLogic driving a real engine process on MRML nodes of the slicer-core wheel, and MedLVMWidget on fake Qt
+widgets through scene close, scene load and a job.
 
-Only Qt is faked (`qt`, `ctk`, `slicer.ScriptedLoadableModule`, `slicer.parameterNodeWrapper`, `slicer.i18n`
-exist only inside the app): the widget and the parameter-node/GUI binding are exercised by the in-app
-tests (MedLVMTest, MedLVMEngineTest, and the generic module test of WITH_GENERIC_TESTS).
+What exists only inside the app is faked (`qt`, `ctk`, `slicer.ScriptedLoadableModule`,
+`slicer.parameterNodeWrapper`, `slicer.i18n`, `slicer.app`): the parameter-node wrapper stores its fields in the
+real MRML node as Slicer's does, and can answer connectGui like Slicer 5.8 (no tag) or 5.10. Qt's own widgets and
+the wrapper's GUI binding are exercised by the in-app tests (MedLVMTest, MedLVMEngineTest, the generic test).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import types
+import typing
 import unittest
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -61,10 +65,57 @@ class _FakeTimer:
         self.active = False
 
 
+FAKE_WRAPPER = {"returns_gui_tag": True}  # False: connectGui returns None, as Slicer 5.8's does
+
+
+def _fake_parameter_node_wrapper(cls):
+    """slicer.parameterNodeWrapper for the fields MedLVMParameterNode has (str, int, MRML nodes), stored in the MRML
+    node as Slicer stores them (parameters, node references); GUIs are only counted (`_parameterGUIs`)."""
+    kinds = {
+        name: typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a
+        for name, a in cls.__annotations__.items()
+    }
+
+    def init(self, parameterNode):
+        self.parameterNode, self._parameterGUIs, self._nextParameterGUIsTag = parameterNode, {}, 0
+        for name, kind in kinds.items():  # like the real wrapper: defaults for what the node does not hold
+            if kind in (str, int) and name not in parameterNode.GetParameterNames():
+                parameterNode.SetParameter(name, str(getattr(cls, name)))
+
+    def read(self, name):
+        if kinds[name] in (str, int):
+            return kinds[name](self.parameterNode.GetParameter(name))
+        return self.parameterNode.GetNodeReference(name)
+
+    def write(self, name, value):
+        if kinds[name] in (str, int):
+            self.parameterNode.SetParameter(name, str(kinds[name](value)))
+        else:
+            self.parameterNode.SetNodeReferenceID(name, value.GetID() if value else None)
+
+    def connectGui(self, gui):
+        tag, self._nextParameterGUIsTag = self._nextParameterGUIsTag, self._nextParameterGUIsTag + 1
+        self._parameterGUIs[tag] = gui
+        return tag if FAKE_WRAPPER["returns_gui_tag"] else None
+
+    namespace = {
+        "__init__": init,
+        "connectGui": connectGui,
+        "disconnectGui": lambda self, tag: self._parameterGUIs.pop(tag, None),
+        "AddObserver": lambda self, event, callback, priority=0.0: self.parameterNode.AddObserver(
+            event, callback, priority
+        ),
+        "RemoveObserver": lambda self, tag: self.parameterNode.RemoveObserver(tag),
+    }
+    for name in kinds:
+        namespace[name] = property(lambda self, n=name: read(self, n), lambda self, v, n=name: write(self, n, v))
+    return type(cls.__name__, (), namespace)
+
+
 def _app_only_modules() -> dict[str, types.ModuleType]:
     qt = types.ModuleType("qt")
     qt.QTimer = _FakeTimer
-    qt.Qt = types.SimpleNamespace(ToolTipRole=3)
+    qt.Qt = types.SimpleNamespace(ToolTipRole=3, WaitCursor=16)
     ctk = types.ModuleType("ctk")
     slm = types.ModuleType("slicer.ScriptedLoadableModule")
 
@@ -73,19 +124,39 @@ def _app_only_modules() -> dict[str, types.ModuleType]:
             self.parent = parent
 
     class ScriptedLoadableModuleLogic:
+        def __init__(self, parent=None):
+            self.moduleName = type(self).__name__.removesuffix("Logic")
+
         def getParameterNode(self):
-            raise NotImplementedError("parameter nodes need the Slicer app")
+            """As in Slicer: the scene's singleton vtkMRMLScriptedModuleNode tagged with the module name."""
+            import slicer
+
+            node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+            if node is None:
+                node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+                node.UnRegister(None)
+                node.SetSingletonTag(self.moduleName)
+                node = slicer.mrmlScene.AddNode(node)
+            node.SetAttribute("ModuleName", self.moduleName)
+            return node
 
     class ScriptedLoadableModuleWidget:
         def __init__(self, parent=None):
             self.parent = parent
+            self.layout = types.SimpleNamespace(addWidget=lambda widget: None)
+
+        def setup(self):
+            pass
+
+        def resourcePath(self, relative):
+            return str(MODULE_DIR / "Resources" / relative)
 
     slm.ScriptedLoadableModule = ScriptedLoadableModule
     slm.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
     slm.ScriptedLoadableModuleWidget = ScriptedLoadableModuleWidget
     slm.ScriptedLoadableModuleTest = unittest.TestCase
     pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.parameterNodeWrapper = _fake_parameter_node_wrapper
     pnw.Choice = lambda choices: ("Choice", tuple(choices))
     pnw.WithinRange = lambda low, high: ("WithinRange", low, high)
     i18n = types.ModuleType("slicer.i18n")
@@ -573,3 +644,248 @@ def test_in_app_self_test_baseline_runs_headless(module, monkeypatch, tmp_path):
     test.test_MotionBaseline()
     assert slicer.mrmlScene.GetFirstNodeByName("MedLVM test 4D CT predicted") is not None
     assert _job_folders(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- the panel on fake Qt widgets
+
+
+class _FakeSignal:
+    def __init__(self, owner):
+        self._owner, self._slots = owner, []
+
+    def connect(self, slot):
+        self._slots.append(slot)
+
+    def emit(self, *args):
+        if not self._owner.signalsBlocked:
+            for slot in list(self._slots):
+                slot(*args)
+
+
+class _FakeWidget:
+    """A Qt widget as MedLVM.py uses it (PythonQt properties as attributes)."""
+
+    def __init__(self):
+        self.visible, self.enabled, self.toolTip, self.text, self.signalsBlocked = True, True, "", "", False
+        self.clicked = _FakeSignal(self)
+
+    def setVisible(self, visible):
+        self.visible = bool(visible)
+
+    def blockSignals(self, block):
+        was, self.signalsBlocked = self.signalsBlocked, bool(block)
+        return was
+
+    def setRange(self, low, high):
+        self.range = (low, high)
+
+    def setValue(self, value):
+        self.value = value
+
+    def setMRMLScene(self, scene):
+        self.scene = scene
+
+
+class _FakeComboBox(_FakeWidget):
+    """QComboBox: setting currentIndex (or adding the first item) emits currentIndexChanged."""
+
+    def __init__(self):
+        super().__init__()
+        self.items, self._index = [], -1
+        self.currentIndexChanged = _FakeSignal(self)
+
+    count = property(lambda self: len(self.items))
+    currentText = property(lambda self: self.items[self._index] if 0 <= self._index < len(self.items) else "")
+
+    @property
+    def currentIndex(self):
+        return self._index
+
+    @currentIndex.setter
+    def currentIndex(self, index):
+        if index != self._index:
+            self._index = index
+            self.currentIndexChanged.emit(index)
+
+    def addItem(self, text):
+        self.items.append(text)
+        if self._index < 0:
+            self.currentIndex = 0
+
+    def setItemData(self, index, value, role):
+        pass
+
+    def clear(self):
+        self.items = []
+        self.currentIndex = -1
+
+
+class _FakePathLineEdit(_FakeWidget):
+    """ctkPathLineEdit: setting currentPath emits currentPathChanged."""
+
+    def __init__(self):
+        super().__init__()
+        self._path = ""
+        self.currentPathChanged = _FakeSignal(self)
+
+    @property
+    def currentPath(self):
+        return self._path
+
+    @currentPath.setter
+    def currentPath(self, path):
+        if path != self._path:
+            self._path = path
+            self.currentPathChanged.emit(path)
+
+
+def _fake_ui() -> types.SimpleNamespace:
+    """What slicer.util.childWidgetVariables gives for MedLVM.ui: one fake per named widget."""
+    fakes = {"QComboBox": _FakeComboBox, "ctkPathLineEdit": _FakePathLineEdit}
+    widgets = {name: fakes.get(w.get("class"), _FakeWidget)() for name, w in _ui_widgets().items()}
+    return types.SimpleNamespace(**widgets)
+
+
+@pytest.fixture
+def widget(module, monkeypatch, tmp_path):
+    """MedLVMWidget set up as Slicer does, on fake widgets and an app-like scene; error pop-ups are recorded."""
+    import slicer
+
+    from MedLVMLib.slicer import protocol
+    from Testing.engine.slicer.test_mrml import app_like_scene
+
+    scene, errors = app_like_scene(), []
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.setattr(
+        slicer,
+        "app",
+        types.SimpleNamespace(
+            applicationDirPath="",
+            testingEnabled=lambda: False,
+            setOverrideCursor=lambda cursor: None,
+            restoreOverrideCursor=lambda: None,
+        ),
+        raising=False,
+    )
+    monkeypatch.setattr(slicer.util, "loadUI", lambda path: _FakeWidget())
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda uiWidget: _fake_ui())
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: errors.append(text))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    panel = module.MedLVMWidget(types.SimpleNamespace(isEntered=True))
+    panel.setup()
+    panel.logic.engineEnvironment = {protocol.TEST_HOOKS_ENV: "1"}
+    panel.logic.setupPythonRequirements = lambda askConfirmation=True: True  # never pip install in a test
+    panel.errors = errors
+    yield panel
+    panel.cleanup()
+    scene.Clear(1)
+
+
+def _scene_xml(scene) -> str:
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    return scene.GetSceneXMLString()
+
+
+def _load_scene_xml(scene, xml: str) -> None:
+    """What File > Load Scene does to the module's singleton parameter node: updates it in place."""
+    scene.SetLoadFromXMLString(1)
+    scene.SetSceneXMLString(xml)
+    scene.Import()
+
+
+@pytest.mark.parametrize("returns_gui_tag", [True, False], ids=["slicer-5.10", "slicer-5.8"])
+def test_model_choice_and_parameter_node_agree_through_scene_close_and_load(
+    module, widget, monkeypatch, returns_gui_tag
+):
+    import slicer
+
+    monkeypatch.setitem(FAKE_WRAPPER, "returns_gui_tag", returns_gui_tag)
+    combo = widget.ui.modelComboBox
+    default = json.loads((ROOT / "Resources" / "models.json").read_text(encoding="utf-8"))["default"]
+    wrappers = [widget._parameterNode]
+    widget.enter()  # the module is shown again: a new wrapper, connected to the GUI
+    wrappers.append(widget._parameterNode)
+    assert default and combo.currentText == default and widget._parameterNode.model == ""
+    combo.currentIndex = combo.items.index("medlvm-tiny-zs")  # the user picks another model
+    assert widget._parameterNode.model == "medlvm-tiny-zs"
+    saved = _scene_xml(slicer.mrmlScene)
+
+    slicer.mrmlScene.Clear(0)  # File > Close Scene: the parameter node is reset
+    wrappers.append(widget._parameterNode)
+    assert combo.currentText == default and widget._parameterNode.model == ""  # shown = run; nothing written back
+    _load_scene_xml(slicer.mrmlScene, saved)
+    assert combo.currentText == "medlvm-tiny-zs" and widget._parameterNode.model == "medlvm-tiny-zs"
+    widget._parameterNode.model = "/models/mine"  # a folder, set from the Python console
+    assert combo.currentText == module.CUSTOM_MODEL and widget.ui.modelFolderPathLineEdit.currentPath == "/models/mine"
+    assert [w for w in wrappers if w._parameterGUIs] == [widget._parameterNode]  # no stale GUI connection
+
+
+def test_connect_gui_with_tag_on_slicer_58_and_510(module, monkeypatch):
+    wrapper = types.SimpleNamespace(_nextParameterGUIsTag=4)
+    wrapper.connectGui = lambda gui: None  # 5.8
+    assert module.connectGuiWithTag(wrapper, object()) == 4
+    wrapper.connectGui = lambda gui: 7  # 5.10
+    assert module.connectGuiWithTag(wrapper, object()) == 7
+
+
+def _small_sequence(scene):
+    import numpy as np
+
+    from MedLVMLib.imaging.volume import Phases
+    from MedLVMLib.slicer import mrml
+    from Testing.engine.slicer.test_mrml import OBLIQUE
+
+    array = np.random.default_rng(2).uniform(-1000, 500, (4, 3, 4, 5)).astype(np.float32)
+    return mrml.phases_to_sequence(scene, Phases(array, OBLIQUE, index_values=[0.0, 25.0, 50.0, 75.0]), "4D CT")
+
+
+def _slow_job(request, *paths):
+    return ["_selftest", "--steps", "2000", "--delay", "0.05"]
+
+
+def test_closing_the_scene_during_a_job_cancels_it(widget, tmp_path):
+    import slicer
+
+    widget._parameterNode.inputSequence = _small_sequence(slicer.mrmlScene)
+    widget._parameterNode.observedPhases = 3
+    widget.logic.buildArgv = _slow_job
+    widget.onApplyButton()
+    assert widget.logic.busy and widget.ui.cancelButton.enabled and len(_job_folders(tmp_path)) == 1
+    pid = widget.logic.engine().pid
+    slicer.mrmlScene.Clear(0)
+    assert not widget.logic.busy and widget.logic.lastJobCancelled
+    assert widget.ui.statusLabel.text == "Cancelled: the scene was closed." and widget.errors == []
+    assert not widget.ui.cancelButton.enabled and not widget.ui.progressBar.visible
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert _job_folders(tmp_path) == [] and _sequence_names(slicer.mrmlScene) == []
+
+
+def test_logic_cancels_its_job_when_the_scene_closes(logic, input_sequence, tmp_path):
+    logic.buildArgv = _slow_job
+    finished = []
+    logic.process(input_sequence, observedPhases=3, blocking=False, onFinished=lambda o, e: finished.append((o, e)))
+    input_sequence.GetScene().Clear(0)
+    assert finished == [(None, "Cancelled: the scene was closed.")] and not logic.engine().alive
+    assert _job_folders(tmp_path) == []
+
+
+def test_results_are_discarded_when_the_input_left_the_scene(logic, input_sequence, tmp_path):
+    scene = input_sequence.GetScene()
+    names = [name for name in _sequence_names(scene) if name != input_sequence.GetName()]
+    logic.buildArgv = _copy_argv
+    finished = []
+    logic.process(input_sequence, observedPhases=3, blocking=False, onFinished=lambda o, e: finished.append((o, e)))
+    scene.RemoveNode(input_sequence)
+    deadline = time.monotonic() + 60
+    while logic.busy and time.monotonic() < deadline:
+        logic._poll()  # what the Qt timer does
+        time.sleep(0.05)
+    assert finished == [
+        (
+            None,
+            "The input sequence left the scene while MedLVM ran (was the scene closed?); the results were discarded.",
+        )
+    ]
+    assert _sequence_names(scene) == names and _job_folders(tmp_path) == [] and not logic.lastJobCancelled

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 
 from MedLVMLib.slicer import protocol, server
-from MedLVMLib.slicer.client import EngineClient, EngineError, engine_command
+from MedLVMLib.slicer.client import (
+    EngineClient,
+    EngineError,
+    describe_exit,
+    engine_command,
+    output_of,
+    remove_partial_outputs,
+)
 from MedLVMLib.slicer.protocol import Event, parse_event
 
 
@@ -167,3 +176,155 @@ def test_model_cache_is_switched_on_once_and_kept(monkeypatch):
     server._install_model_cache()  # a second call keeps what is cached
     assert set(lvm.MODEL_CACHE) == {"m"}
     assert server._cached_models() == "tiny on cpu"
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+def send_line(client: EngineClient, text: str) -> None:
+    """Write a raw line to the worker's stdin, as a broken client would."""
+    client._process.stdin.write(text + "\n")
+    client._process.stdin.flush()
+
+
+def partial_outputs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(".*.partial"))
+
+
+def wait_progress(client: EngineClient, done: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.event == "progress" and e.done >= done for e in client.poll(timeout=0.2)):
+            return
+    raise AssertionError(f"the job never reached step {done}")
+
+
+def test_describe_exit_and_output_of():
+    assert describe_exit(3) == "exit status 3"
+    assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL: out of memory, or ended by another program"
+    assert describe_exit(-signal.SIGSEGV) == "killed by SIGSEGV"
+    assert output_of(["predict", "motion", "in", "--out", "o.seq.nrrd"]) == Path("o.seq.nrrd")
+    assert output_of(["predict", "motion", "--out=o.seq.nrrd"]) == Path("o.seq.nrrd")
+    assert output_of(["info"]) is None
+
+
+def test_partial_outputs_removed_are_those_atomic_path_was_filling(tmp_path):
+    from MedLVMLib.outputs import atomic_path
+
+    out = tmp_path / "ct.seq.nrrd"
+    older = tmp_path / ".ct.seq.nrrd.oldrun.partial"  # another run's, started before this job
+    older.mkdir()
+    os.utime(older, (0, 0))
+    started = time.time()
+    with pytest.raises(KeyboardInterrupt), atomic_path(out) as tmp:
+        tmp.write_bytes(b"half written")
+        assert remove_partial_outputs(out, started) == [tmp.parent]
+        raise KeyboardInterrupt
+    assert partial_outputs(tmp_path) == [older.name] and not out.exists()
+
+
+def test_sigkill_mid_job_leaves_no_partial_output_and_next_job_runs(client, tmp_path):
+    out = tmp_path / "result.bin"
+    request_id = client.submit(["_selftest", "--out", str(out), "--steps", "400", "--delay", "0.02"])
+    wait_progress(client, done=3)
+    assert partial_outputs(tmp_path)  # the output is being written
+    os.kill(client.pid, signal.SIGKILL)
+    final = client.wait(request_id, timeout=30)
+    assert final.event == "error" and "stopped unexpectedly (killed by SIGKILL" in final.message
+    assert sorted(tmp_path.iterdir()) == []  # neither the output nor its temporary folder
+    final, _ = run_to_end(client, ["_selftest", "--out", str(out), "--steps", "2"])
+    assert final.event == "done" and out.stat().st_size == 2 * 65536
+
+
+def test_output_write_failure_is_reported_and_cleaned_up(client, tmp_path):
+    out = tmp_path / "result.bin"
+    final, _ = run_to_end(client, ["_selftest", "--out", str(out), "--steps", "4", "--fail-write"])
+    assert final.event == "error"
+    assert final.message == f"could not read or write '{out}': No space left on device"
+    assert sorted(tmp_path.iterdir()) == []
+    pid = client.pid
+    final, _ = run_to_end(client, ["_selftest", "--out", str(out), "--steps", "2"])
+    assert final.event == "done" and out.is_file() and client.pid == pid
+
+
+def test_engine_dying_at_start_reports_its_last_message():
+    """An engine that cannot start (in the installed extension: a module left out) says why."""
+    code = ("import sys; sys.stdin.readline(); "
+            "print(\"ModuleNotFoundError: No module named 'MedLVMLib.training'\", file=sys.stderr); sys.exit(1)")
+    engine = EngineClient([sys.executable, "-c", code])
+    try:
+        final, _ = run_to_end(engine, ["predict", "motion"])
+    finally:
+        engine.close(timeout=2)
+    assert final.event == "error" and "stopped unexpectedly (exit status 1)" in final.message
+    assert final.message.endswith("Its last message: ModuleNotFoundError: No module named 'MedLVMLib.training'")
+
+
+@pytest.mark.parametrize("line, request_id, message", [
+    ("predict motion in.seq.nrrd", None, "ignored a request line that is not JSON: 'predict motion in.seq.nrrd'"),
+    ('{"id": "7", "argv": ["predict"', None, "ignored a request line that is not JSON"),
+    ("[1, 2]", None, "ignored a request that is not a JSON object: '[1, 2]'"),
+    ('{"id": "x1", "argv": "predict motion"}', "x1", "bad request: 'argv' must be a list of strings"),
+    ('{"id": "x2", "argv": [["nested"]]}', "x2", "bad request: 'argv' must be a list of strings"),
+    ('{"id": "x3"}', "x3", "ignored a request with neither 'cmd' nor 'argv'"),
+    ('{"cmd": "reboot"}', None, "ignored an unknown command: '{\"cmd\": \"reboot\"}'"),
+])
+def test_malformed_request_is_refused_and_worker_keeps_serving(client, line, request_id, message):
+    request = client.submit(["_selftest", "--steps", "20", "--delay", "0.02"])
+    wait_started(client)
+    pid = client.pid
+    send_line(client, line)
+    seen = []
+    final = client.wait(request, timeout=30, on_event=seen.append)
+    assert final.event == "done"  # the running job is not disturbed
+    refusals = [e for e in seen if e.event == "error"]
+    assert len(refusals) == 1 and refusals[0].id == request_id and refusals[0].message.startswith(message)
+    final, _ = run_to_end(client, ["_selftest", "--steps", "1"])
+    assert final.event == "done" and client.pid == pid
+
+
+# --------------------------------------------------------------------------- real commands the worker refuses
+
+
+@pytest.fixture(scope="module")
+def task_engine():
+    engine = EngineClient(env=dict(os.environ))
+    yield engine
+    engine.close(timeout=2)
+
+
+@pytest.fixture
+def tiny_ct(tmp_path) -> Path:
+    import numpy as np
+
+    from MedLVMLib.imaging.phases_io import write_phases
+    from MedLVMLib.imaging.volume import Geometry, Phases
+
+    array = np.random.default_rng(0).uniform(-1000, 400, (4, 4, 5, 6)).round().astype(np.float32)
+    return write_phases(Phases(array, Geometry()), tmp_path / "ct.seq.nrrd")
+
+
+def predict_motion(tiny_ct: Path, out: Path, *extra: str) -> list[str]:
+    return ["predict", "motion", str(tiny_ct), "--out", str(out), "--observed", "2", *extra]
+
+
+def test_unknown_model_is_refused_and_next_job_runs(task_engine, tiny_ct, tmp_path):
+    out = tmp_path / "predicted.seq.nrrd"
+    final, _ = run_to_end(task_engine, predict_motion(tiny_ct, out, "--model", "no-such-model"))
+    assert final.event == "error" and final.traceback == ""
+    assert "model 'no-such-model' is neither a folder nor a registered id" in final.message
+    assert not out.exists() and partial_outputs(tmp_path) == []
+    final, _ = run_to_end(task_engine, predict_motion(tiny_ct, out, "--method", "copy-last"))
+    assert final.event == "done" and final.returncode == 0 and out.is_file()
+
+
+def test_output_under_a_file_is_refused_and_next_job_runs(task_engine, tiny_ct, tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder\n")
+    out = blocker / "predicted.seq.nrrd"
+    final, _ = run_to_end(task_engine, predict_motion(tiny_ct, out, "--method", "copy-last"))
+    assert final.event == "error" and str(blocker) in final.message and "\n" not in final.message
+    assert blocker.read_text() == "a file, not a folder\n"
+    out = tmp_path / "predicted.seq.nrrd"
+    final, _ = run_to_end(task_engine, predict_motion(tiny_ct, out, "--method", "copy-last"))
+    assert final.event == "done" and out.is_file()

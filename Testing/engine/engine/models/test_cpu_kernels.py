@@ -261,6 +261,23 @@ def test_a_failed_build_is_reported_not_raised(tmp_path, monkeypatch):
     assert not ok and "compiling cpu_kernels.cpp failed" in reason
 
 
+def test_a_missing_source_is_a_logged_reason_and_decoding_goes_on(tmp_path, monkeypatch, caplog):
+    """An install without cpu_kernels.cpp (MedLVM issue 13): the kernels are unavailable, nothing raises."""
+    monkeypatch.setattr(cpu_kernels, "SOURCE", tmp_path / "cpu_kernels.cpp")
+    for name, value in (("_loaded", None), ("_reason", "not loaded yet"), ("ACTIVE", False)):
+        monkeypatch.setattr(cpu_kernels, name, value)
+    monkeypatch.delenv(cpu_kernels.ENV_SWITCH, raising=False)
+    assert cpu_kernels.unsupported_reason() == f"their source cpu_kernels.cpp is missing from {tmp_path}"
+    assert cpu_kernels.status().startswith("not available: their source cpu_kernels.cpp is missing")
+    model = Transformer(TransformerConfig.from_name("tiny")).eval()
+    with caplog.at_level("INFO", logger=cpu_kernels.log.name):
+        model.setup_caches(1, 8)  # what a prediction on CPU calls first
+    assert "CPU kernels not used: their source cpu_kernels.cpp is missing" in caplog.text
+    assert not cpu_kernels.ACTIVE and cpu_kernels.load() is False
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, dtype=torch.long), 0).shape[:2] == (1, 1)
+
+
 @pytest.mark.slow
 def test_the_avx2_build_passes_these_tests(tmp_path):
     """This machine may have AVX-512; the AVX2 path (two 8-lane halves per vector) is built and tested too."""
