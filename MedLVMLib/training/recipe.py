@@ -5,7 +5,7 @@ A recipe file looks like::
     kind: tokenizer            # or transformer
     model: {preset: medlvm-tiny, codebook_size: 1024}   # TokenizerConfig / TransformerConfig fields
     data: {...}                # TokenizerData / TransformerData fields
-    loss: {...}                # TokenizerLoss fields (tokenizer only)
+    loss: {...}                # TokenizerLoss fields, or TransformerLoss fields for a transformer
     optim: {...}               # Optim fields
     trainer: {...}             # Trainer fields
     preprocess: {hu_min: -1000, hu_max: 1000}
@@ -68,6 +68,14 @@ class TokenizerLoss:
 
 
 @dataclass(frozen=True)
+class TransformerLoss:
+    # Weight of the tokens that differ from the same position one image earlier. Consecutive breathing phases
+    # share most codes, so plain cross-entropy is lowest for a model that copies the previous image; > 1 makes
+    # the tokens that move count more (1 = plain next-token cross-entropy).
+    change_weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class Optim:
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
@@ -111,13 +119,13 @@ class Recipe:
     data: Any                  # TokenizerData | TransformerData
     optim: Optim = field(default_factory=Optim)
     trainer: Trainer = field(default_factory=Trainer)
-    loss: TokenizerLoss = field(default_factory=TokenizerLoss)
+    loss: Any = field(default_factory=TokenizerLoss)   # TokenizerLoss | TransformerLoss
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     source: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         out = {"kind": self.kind}
-        names = ("model", "data", "optim", "trainer", "preprocess") + (("loss",) if self.kind == "tokenizer" else ())
+        names = ("model", "data", "optim", "trainer", "preprocess", "loss")
         for name in names:
             value = getattr(self, name)
             out[name] = value.to_dict() if hasattr(value, "to_dict") else _plain(dataclasses.asdict(value))
@@ -158,12 +166,11 @@ def build_recipe(raw: Dict[str, Any], source: str = "<dict>") -> Recipe:
     unknown = sorted(set(raw) - SECTIONS - {"kind"})
     if unknown:
         raise MedLVMError(f"{source}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS | {'kind'})}")
-    if kind == "transformer" and "loss" in raw:
-        raise MedLVMError(f"{source}: 'loss' applies to tokenizer configs only")
     for name in SECTIONS:
         if raw.get(name) is not None and not isinstance(raw[name], dict):
             raise MedLVMError(f"{source}: section '{name}' must be a mapping")
     data_cls = TokenizerData if kind == "tokenizer" else TransformerData
+    loss_cls = TokenizerLoss if kind == "tokenizer" else TransformerLoss
     sec = {name: raw.get(name) or {} for name in SECTIONS}
     try:
         preprocess = PreprocessConfig.from_dict(sec["preprocess"])
@@ -175,7 +182,7 @@ def build_recipe(raw: Dict[str, Any], source: str = "<dict>") -> Recipe:
         data=_replace(data_cls, data_cls(), sec["data"], f"{source}: data"),
         optim=_replace(Optim, Optim(), sec["optim"], f"{source}: optim"),
         trainer=_replace(Trainer, Trainer(), sec["trainer"], f"{source}: trainer"),
-        loss=_replace(TokenizerLoss, TokenizerLoss(), sec["loss"], f"{source}: loss"),
+        loss=_replace(loss_cls, loss_cls(), sec["loss"], f"{source}: loss"),
         preprocess=preprocess,
         source=source,
     )

@@ -70,10 +70,11 @@ def build_system(recipe: Recipe):
             _load_matching(system.model, tok, "tokenizer", t.init_from)
             system.initialised.fill_(True)
         return system, None
-    system = TransformerSystem(recipe.model, recipe.optim, total, seconds)
-    init_llama_weights(system.model)
     tok_src = recipe.data.tokenizer or t.init_from
     tokenizer = load_parts(tok_src)[0] if tok_src else None
+    tpi = tokenizer.config.tokens_per_image if tokenizer is not None else None
+    system = TransformerSystem(recipe.model, recipe.optim, total, seconds, recipe.loss, tpi)
+    init_llama_weights(system.model)
     if t.init_from:
         _, trans, _ = load_parts(t.init_from)
         _load_matching(system.model, trans, "transformer", t.init_from)

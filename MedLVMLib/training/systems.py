@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from MedLVMLib.engine.config import TokenizerConfig, TransformerConfig
 from MedLVMLib.engine.models.transformer import Transformer
 from MedLVMLib.engine.models.vqgan import VQGAN
-from MedLVMLib.training.recipe import Optim, TokenizerLoss
+from MedLVMLib.training.recipe import Optim, TokenizerLoss, TransformerLoss
 
 
 def cosine_lambda(warmup: int, total: int, min_ratio: float, max_seconds: float = 0.0):
@@ -177,23 +177,47 @@ class TransformerSystem(pl.LightningModule):
     """Trains `Transformer(config)` on token sentences (B, T) (ids < codebook_size)."""
 
     def __init__(self, config: TransformerConfig, optim: Optional[Optim] = None, total_steps: int = 1000,
-                 max_seconds: float = 0.0):
+                 max_seconds: float = 0.0, loss: Optional[TransformerLoss] = None,
+                 tokens_per_image: Optional[int] = None):
         super().__init__()
         self.save_hyperparameters({"config": config.to_dict(), "total_steps": total_steps})
         self.model = Transformer(config)
         self.optim_cfg, self.total_steps, self.max_seconds = optim or Optim(), total_steps, max_seconds
+        self.loss_cfg = loss or TransformerLoss()
+        if self.loss_cfg.change_weight != 1.0 and not tokens_per_image:
+            raise ValueError("loss.change_weight needs the tokenizer's tokens_per_image")
+        self.tokens_per_image = tokens_per_image
+
+    def changed(self, tokens: torch.Tensor) -> Optional[torch.Tensor]:
+        """(B, T-1) bool: target token differs from the same position one image earlier (None: no image layout).
+        Targets of the first image have no earlier image and count as unchanged."""
+        tpi = self.tokens_per_image
+        if not tpi or tokens.shape[1] <= tpi:
+            return None
+        out = torch.zeros(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool, device=tokens.device)
+        out[:, tpi - 1:] = tokens[:, tpi:] != tokens[:, :-tpi]  # target j = t + 1 against token j - tpi
+        return out
 
     def compute_loss(self, tokens: torch.Tensor) -> dict:
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T-1)
         logits = self.model(inputs)  # (B, T-1, V)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        acc = (logits.argmax(-1) == targets).float().mean()
-        return {"loss": loss, "acc": acc}
+        per_token = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T-1)
+        hits = logits.argmax(-1) == targets
+        changed = self.changed(tokens)
+        weights = torch.ones_like(per_token)
+        if changed is not None:
+            weights = torch.where(changed, self.loss_cfg.change_weight, 1.0).to(per_token.dtype)
+        out = {"loss": (per_token * weights).sum() / weights.sum(), "acc": hits.float().mean()}
+        if changed is not None and changed.any():
+            out["acc_changed"] = hits[changed].float().mean()  # the tokens a copying model gets wrong
+        return out
 
     def training_step(self, batch, batch_idx):
         out = self.compute_loss(batch)
         self.log("train/loss", out["loss"].detach(), prog_bar=True)
         self.log("train/acc", out["acc"], prog_bar=True)
+        if "acc_changed" in out:
+            self.log("train/acc_changed", out["acc_changed"])
         return out["loss"]
 
     def configure_optimizers(self):

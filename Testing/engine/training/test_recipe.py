@@ -24,7 +24,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("kind: tokenizer\noptim: {learning_rate: 0.1}\n", "learning_rate"),
     ("kind: transformer\ntrainer: {max_step: 3}\n", "max_step"),
     ("kind: transformer\nmodle: {dim: 3}\n", "modle"),
-    ("kind: transformer\nloss: {l1: 1.0}\n", "tokenizer configs only"),
+    ("kind: transformer\nloss: {l1: 1.0}\n", "allowed: ['change_weight']"),
     ("kind: vae\n", "'kind'"),
     ("kind: tokenizer\nmodel: {preset: nonexistent}\n", "nonexistent"),
 ])

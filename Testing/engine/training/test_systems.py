@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("pytorch_lightning")
 
 from MedLVMLib.engine.config import TokenizerConfig, TransformerConfig
-from MedLVMLib.training.recipe import Optim, TokenizerLoss  # noqa: E402
+from MedLVMLib.training.recipe import Optim, TokenizerLoss, TransformerLoss  # noqa: E402
 from MedLVMLib.training.systems import (  # noqa: E402
     TokenizerSystem,
     TransformerSystem,
@@ -69,3 +69,34 @@ def test_codebook_stats_and_schedule():
     fn = cosine_lambda(10, 110, 0.1)
     assert fn(0) == pytest.approx(0.1) and fn(9) == pytest.approx(1.0)
     assert fn(60) == pytest.approx(0.55) and fn(110) == pytest.approx(0.1) and fn(500) == pytest.approx(0.1)
+
+
+def test_changed_tokens_are_those_that_differ_one_image_earlier():
+    system = TransformerSystem(TransformerConfig.from_name("tiny"), tokens_per_image=2)
+    tokens = torch.tensor([[1, 2, 1, 3, 4, 3]])  # images [1, 2], [1, 3], [4, 3]
+    # targets are tokens 1..5; targets 2..5 have an earlier image: 1=1 (same), 3!=2, 4!=1, 3=3
+    assert system.changed(tokens).tolist() == [[False, False, True, True, False]]
+    assert TransformerSystem(TransformerConfig.from_name("tiny")).changed(tokens) is None
+
+
+@pytest.mark.parametrize("weight", [1.0, 5.0])
+def test_change_weight_weights_the_cross_entropy(weight):
+    torch.manual_seed(0)
+    config = TransformerConfig.from_name("tiny")
+    system = TransformerSystem(config, loss=TransformerLoss(change_weight=weight), tokens_per_image=64)
+    tokens = torch.randint(0, config.codebook_size, (2, 64)).repeat(1, 3)
+    tokens[:, 140:150] = (tokens[:, 140:150] + 1) % config.codebook_size  # ten codes move in the last image
+    out = system.compute_loss(tokens)
+    logits = system.model(tokens[:, :-1]).float()
+    per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+    changed = system.changed(tokens)
+    assert int(changed.sum()) == 2 * 10  # the moved codes of both rows
+    expected = (per_token + (weight - 1.0) * per_token * changed).sum() / (per_token.numel() + (weight - 1.0) *
+                                                                           changed.sum())
+    assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-5)
+    assert 0.0 <= float(out["acc_changed"]) <= 1.0
+
+
+def test_change_weight_needs_the_image_length():
+    with pytest.raises(ValueError, match="tokens_per_image"):
+        TransformerSystem(TransformerConfig.from_name("tiny"), loss=TransformerLoss(change_weight=3.0))
