@@ -559,6 +559,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = _("Missing Python packages were not installed.")
                 return
             node = self._parameterNode
+            self._warnings = []
             self.ui.statusLabel.text = _("Starting the engine...")
             self.logic.process(node.inputSequence, task=node.task, observedPhases=node.observedPhases,
                                phasesToPredict=node.phasesToPredict, axis=node.axis, model=node.model,
@@ -581,6 +582,8 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLog(self, message: str) -> None:
         self.ui.statusLabel.text = message
+        if message.startswith("Warning:"):  # e.g. the motion check: the prediction looks implausible
+            self._warnings = getattr(self, "_warnings", []) + [message]
 
     def onFinished(self, outputs, errorMessage) -> None:
         self._setRunning(False)
@@ -592,6 +595,10 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Done: {name} ({n} phases)").format(
             name=outputs.sequence.GetName(), n=outputs.sequence.GetNumberOfDataNodes())
         self._showOutputs(outputs)
+        warnings = getattr(self, "_warnings", [])
+        if warnings:
+            self.ui.statusLabel.text += " " + _("with {n} warning(s): review before use").format(n=len(warnings))
+            slicer.util.warningDisplay("\n\n".join(warnings), windowTitle=_("MedLVM: check this result"))
 
     def _showOutputs(self, outputs) -> None:
         proxy = outputs.browser.GetProxyNode(outputs.sequence)

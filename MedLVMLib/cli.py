@@ -78,8 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run `medlvm` with `argv`; returns the exit status (2 for bad input, printed as one line)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed a usage error (status 2) or --help / --version (status 0)
+        return exc.code if isinstance(exc.code, int) else 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not hasattr(args, "_run"):
         parser.print_help()

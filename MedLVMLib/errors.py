@@ -11,8 +11,16 @@ class InputError(MedLVMError):
     """An input file, folder or array that cannot be used as given."""
 
 
+class OutputError(MedLVMError):
+    """An output path that cannot be written, or an existing output that MedLVM must not replace."""
+
+
 class CheckpointError(MedLVMError):
     """A checkpoint that is missing, corrupt, of an unknown format or of the wrong shape."""
+
+
+class TaskOutputError(MedLVMError):
+    """A task's output failed a sanity check (NaN, infinite or impossible values): nothing is written."""
 
 
 class Cancelled(RuntimeError):

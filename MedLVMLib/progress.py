@@ -79,7 +79,8 @@ class TqdmProgress(Progress):
             self._bar = None
         if self._started is not None:
             if not self._disable:
-                count = f"{self._done}/{self._total}" if self._total else f"{self._done}"
+                # a stage without a total that never advanced has no count to report, only its time
+                count = f"{self._done}/{self._total}" if self._total else (f"{self._done}" if self._done else "done")
                 print(f"{self._name}: {count} in {time.perf_counter() - self._started:.1f} s", file=self._stream,
                       flush=True)
             self._started = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from MedLVMLib.commands import flags
+
 HELP = "convert an official LVM checkpoint (HF LLaMA folder + open-muse tokenizer) to MedLVM's single folder"
 
 
@@ -14,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="cast the transformer weights")
     parser.add_argument("--model-id", help="id stored in config.json (default: the output folder name)")
     parser.add_argument("--description", default="", help="description stored in config.json")
-    parser.add_argument("--hu-min", type=float, default=-1000.0, help="HU window low end (default -1000)")
-    parser.add_argument("--hu-max", type=float, default=1000.0, help="HU window high end (default 1000)")
+    parser.add_argument("--hu-min", type=flags.FINITE, default=-1000.0, help="HU window low end (default -1000)")
+    parser.add_argument("--hu-max", type=flags.FINITE, default=1000.0, help="HU window high end (default 1000)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
@@ -25,9 +27,12 @@ def run(args: argparse.Namespace, progress=None) -> int:
     from MedLVMLib.engine.checkpoints.formats import load_checkpoint, save_checkpoint
     from MedLVMLib.engine.config import PreprocessConfig
     from MedLVMLib.engine.devices import parse_dtype
+    from MedLVMLib.errors import MedLVMError
     from MedLVMLib.outputs import check_output_path
 
     out = check_output_path(args.out, args.overwrite)
+    if not args.hu_min < args.hu_max:
+        raise MedLVMError(f"--hu-min {args.hu_min:g} must be below --hu-max {args.hu_max:g}")
     preprocess = PreprocessConfig(args.hu_min, args.hu_max)
     ckpt = load_checkpoint(args.source, "cpu", parse_dtype(args.dtype), args.tokenizer)
     if ckpt.format == "medlvm" and ckpt.preprocess != PreprocessConfig():

@@ -21,12 +21,18 @@ DEMO_METHODS = ("copy-last", "mirror")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("medlvm-demo"), help="output folder (default ./medlvm-demo)")
+    from MedLVMLib.commands import flags
+
+    parser.add_argument("--out", type=flags.writable_output, default="medlvm-demo",
+                        help="output folder (default ./medlvm-demo); a folder holding files MedLVM did not write "
+                        "is never replaced")
     parser.add_argument("--model", default=None, help="model id or folder (default: the bundled model)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--observed", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder that is not a demo output")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one) | cpu | cuda (default auto)")
+    parser.add_argument("--observed", type=flags.whole(1, 9), default=5,
+                        help="phases of the 10-phase demo 4D CT given to the model; it predicts the rest (default 5)")
+    parser.add_argument("--seed", type=flags.SEED, default=0, help="random seed of the prediction (default 0)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing MedLVM output folder that is not a demo output")
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
@@ -69,7 +75,7 @@ def write_demo(folder: Path, case, result, baselines: dict, n_observed: int, pro
     from MedLVMLib.evaluation import report
     from MedLVMLib.imaging import registration
     from MedLVMLib.imaging.phases_io import write_phases
-    from MedLVMLib.tasks import clinical
+    from MedLVMLib.tasks import clinical, motion_guard
 
     write_phases(case.phases, folder / "input.seq.nrrd")
     write_phases(result.predicted, folder / "predicted.seq.nrrd")
@@ -90,18 +96,50 @@ def write_demo(folder: Path, case, result, baselines: dict, n_observed: int, pro
     everything.index_values = list(everything.index_values) + list(result.predicted.index_values)
     all_labels = np.concatenate([labels[:n_observed], np.stack(future)])
     paths = clinical.write_clinical(folder / "clinical", everything, all_labels, case.label_names, n_observed)
-    plot_demo(case, predictions, n_observed, folder / "demo.png")
-    write_demo_html(folder, rows, paths)
+    y = plot_demo(case, predictions, n_observed, folder / "demo.png")
+    figures = _motion_figures(folder, case, predictions, future, n_observed, y)
+    check = motion_guard.check_prediction(case.phases.select(list(range(n_observed))), result.predicted)
     means = report.summarize(rows, ("method", "metric"))
-    traj = clinical.read_amplitude(paths["amplitude_csv"])
-    return {"mae_hu": {m: round(means[(m, "mae_hu")][0], 1) for m in predictions},
-            "ssim": {m: round(means[(m, "ssim")][0], 3) for m in predictions},
-            "tumour_amplitude_mm": traj}
+    summary = {"mae_hu": {m: round(means[(m, "mae_hu")][0], 1) for m in predictions},
+               "ssim": {m: round(means[(m, "ssim")][0], 3) for m in predictions},
+               "tumour_amplitude_mm": clinical.read_amplitude(paths["amplitude_csv"]),
+               "motion_check": check.to_dict()}
+    summary["verdict"] = verdict(summary)
+    write_demo_html(folder, rows, paths, figures, summary)
+    return summary
 
 
-def plot_demo(case, predictions: dict, n_observed: int, path: Path) -> None:
+def _motion_figures(folder: Path, case, predictions: dict, future_labels: list, n_observed: int, y: int) -> dict:
+    """The predicted motion against the truth: breathing traces and difference images."""
+    import numpy as np
+
+    from MedLVMLib.evaluation import motion_figures
+    from MedLVMLib.evaluation.motion import canonical_organ
+
+    tumour = [i for i, n in case.label_names.items() if canonical_organ(n) == "tumour"]
+    truth_si = tumour_si = None
+    if tumour:
+        geometry = case.phases.geometry
+        truth_si = motion_figures.tumour_si_mm(case.labels, tumour[0], geometry)
+        tumour_si = {"MedLVM": motion_figures.tumour_si_mm(np.stack(future_labels), tumour[0], geometry),
+                     "copy-last": [truth_si[n_observed - 1]] * (case.phases.n_phases - n_observed)}
+    return {"breathing": motion_figures.plot_breathing(case.phases, predictions, n_observed, folder / "motion.png",
+                                                       truth_si, tumour_si),
+            "difference": motion_figures.plot_differences(case.phases, predictions, n_observed, y,
+                                                          folder / "difference.png")}
+
+
+def verdict(summary: dict) -> list[str]:
+    """What the demo shows, in words, for the top of the report and the terminal."""
+    mae = summary["mae_hu"]
+    lines = [f"MedLVM's predicted phases are {'better' if mae['MedLVM'] < mae['copy-last'] else 'NOT better'} than "
+             f"copying the last observed phase (MAE in the body {mae['MedLVM']} vs {mae['copy-last']} HU)."]
+    return lines + [f"Warning: {w}" for w in summary["motion_check"]["warnings"]]
+
+
+def plot_demo(case, predictions: dict, n_observed: int, path: Path) -> int:
     """Grid of coronal slices through the tumour: observed phases, then each method's predicted phases and
-    the ground truth (one row each)."""
+    the ground truth (one row each). Returns the coronal plane shown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,12 +173,19 @@ def plot_demo(case, predictions: dict, n_observed: int, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return y
 
 
-def write_demo_html(folder: Path, rows: list, clinical_paths: dict) -> None:
+def write_demo_html(folder: Path, rows: list, clinical_paths: dict, figures: dict, summary: dict) -> None:
+    import html
+
     from MedLVMLib.evaluation import report
 
-    sections = [("Observed and predicted phases", report.image_tag(folder / "demo.png")),
+    said = "".join(f"<p><b>{html.escape(line)}</b></p>" for line in summary["verdict"])
+    sections = [("What this shows", said),
+                ("Predicted motion against the ground truth", report.image_tag(figures["breathing"])),
+                ("Where the predictions differ from the truth", report.image_tag(figures["difference"])),
+                ("Observed and predicted phases", report.image_tag(folder / "demo.png")),
                 ("MAE inside the body (HU)", report.table_html(rows, "mae_hu", "body", higher_is_better=False)),
                 ("SSIM inside the body (HU window -1000..1000)", report.table_html(rows, "ssim", "body")),
                 ("Tumour trajectory (observed + MedLVM)", report.image_tag(clinical_paths["trajectory_png"]))]
@@ -149,6 +194,8 @@ def write_demo_html(folder: Path, rows: list, clinical_paths: dict) -> None:
 
 def _print_summary(out: Path, summary: dict) -> None:
     print(f"model: {summary['model']}  ({summary['seconds']} s)")
+    for line in summary["verdict"]:
+        print(line)
     print("MAE inside the body (HU): " + ", ".join(f"{m} {v}" for m, v in summary["mae_hu"].items()))
     print("tumour motion amplitude (observed + MedLVM, mm): "
           + ", ".join(f"{k} {v}" for k, v in summary["tumour_amplitude_mm"].items()))

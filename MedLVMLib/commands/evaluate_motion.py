@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from MedLVMLib.commands import flags
 from MedLVMLib.commands.predict_motion import add_decoding_arguments
 
 HELP = "compare MedLVM motion prediction with the baselines on a folder of cases (CSV, figures, HTML)"
@@ -22,34 +23,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default="medlvm,copy-last,mirror,dvf,pca",
                         help="comma-separated: medlvm, medlvm:<axis>:<render>[:<sampling>] variants (sampling: greedy, "
                         "t0.5, t0.7p0.9; empty parts take the flags' values), copy-last, mirror, dvf, pca")
-    parser.add_argument("--observed", type=int, default=5)
+    parser.add_argument("--observed", type=flags.POSITIVE_INT, default=5,
+                        help="phases given to each method (default 5)")
     parser.add_argument("--model", default=None, help="model id or folder (default: bundled)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--axis", default=None, choices=("coronal", "sagittal", "axial", "multi"))
     parser.add_argument("--render", default=None, choices=("direct", "warp"))
-    parser.add_argument("--samples", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=flags.POSITIVE_INT, default=1, help="MedLVM samples per case (default 1)")
+    parser.add_argument("--seed", type=flags.SEED, default=0)
     add_decoding_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--cases", type=int, default=None, help="evaluate only the first N cases")
-    parser.add_argument("--heatmaps", type=int, default=3, help="cases that get a difference heatmap figure")
+    parser.add_argument("--batch-size", type=flags.POSITIVE_INT, default=None, help="slices per model call")
+    parser.add_argument("--cases", type=flags.POSITIVE_INT, default=None, help="evaluate only the first N cases")
+    parser.add_argument("--heatmaps", type=flags.NON_NEGATIVE_INT, default=3,
+                        help="cases that get a difference heatmap figure (default 3)")
     parser.add_argument("--no-reference", action="store_true",
                         help="leave out the 'reference' row (the protocol applied to the true image)")
-    parser.add_argument("--make-phantoms", type=int, default=0, metavar="N",
+    parser.add_argument("--make-phantoms", type=flags.NON_NEGATIVE_INT, default=0, metavar="N",
                         help="first write N held-out phantom cases (seeds 1000..) into DATA")
     parser.add_argument("--real", action="store_true", help="with --make-phantoms: also the real-anatomy cases")
     parser.add_argument("--shared-data", type=Path, default=None,
                         help="folder with the real CT (default ../shared/data)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing report folder (one MedLVM wrote, holding nothing else)")
 
 
 def run(args: argparse.Namespace, progress=None) -> int:
+    from MedLVMLib.errors import MedLVMError
     from MedLVMLib.evaluation import motion as motion_eval
     from MedLVMLib.outputs import atomic_path, check_output_path
     from MedLVMLib.progress import TqdmProgress
 
     progress = progress or TqdmProgress()
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if not methods:
+        raise MedLVMError("--methods is empty; name at least one, e.g. medlvm,copy-last")
     config = motion_eval.MotionEvalConfig(methods=methods, n_observed=args.observed, model=args.model,
                                        axis=args.axis, render=args.render, samples=args.samples, seed=args.seed,
                                        temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from MedLVMLib.commands import flags
+
 HELP = "denoise a low-dose CT (MedLVM in-context examples or a classic filter)"
 METHODS = ("medlvm", "tv", "nlm", "bilateral")
 
@@ -23,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default="medlvm", help="MedLVM or a baseline")
     parser.add_argument("--examples", type=Path, nargs=2, metavar=("NOISY", "CLEAN"), default=None,
                         help="example volumes (same grid): noisy and clean")
-    parser.add_argument("--photons", type=float, default=None,
+    parser.add_argument("--photons", type=flags.POSITIVE, default=None,
                         help="library dose level to use (default: the one nearest the input's noise)")
-    parser.add_argument("--n-examples", type=int, default=3, help="example pairs per sentence (default 3)")
+    parser.add_argument("--n-examples", type=flags.POSITIVE_INT, default=3,
+                        help="example pairs per sentence (default 3)")
     parser.add_argument("--no-tiles", action="store_true", help="resize slices to the model instead of tiling")
     add_model_arguments(parser)
 
@@ -35,11 +38,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model id or folder (default: bundled)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--sample", action="store_true", help="sample tokens (temperature/top-p) instead of greedy")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32, help="sentences per model call")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--temperature", type=flags.TEMPERATURE, default=1.0, help="with --sample, > 0 (default 1)")
+    parser.add_argument("--top-p", type=flags.TOP_P, default=1.0, help="with --sample, in (0, 1] (default 1)")
+    parser.add_argument("--seed", type=flags.SEED, default=0)
+    parser.add_argument("--batch-size", type=flags.POSITIVE_INT, default=32, help="sentences per model call")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (MedLVM's own only)")
 
 
 def sampling(args: argparse.Namespace):

@@ -6,12 +6,20 @@ Outputs (all written atomically; an existing one is refused without --overwrite)
     <OUT>_mean, <OUT>_std  with --samples N > 1: voxel-wise mean and standard deviation of the N samples
                            (same form as OUT, e.g. pred_mean.seq.nrrd)
     <OUT>_clinical/        with --labels: centroid trajectory (CSV + PNG), amplitude per axis, ITV, MIP
+After the prediction, the motion check (tasks/motion_guard.py) compares the predicted breathing with the
+observed phases; each finding is printed as a "Warning: ..." line (and sent to the Slicer panel).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Optional
+
+from MedLVMLib.commands import flags
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HELP = "predict the next breathing phases of a 4D CT (MedLVM or a baseline)"
 METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca")
@@ -20,10 +28,11 @@ METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="4D CT: .seq.nrrd, folder of per-phase volumes, DICOM folder")
     parser.add_argument("--out", type=Path, required=True, help="output .seq.nrrd or folder")
-    parser.add_argument("--observed", type=int, default=5, help="phases given to the method (default 5)")
+    parser.add_argument("--observed", type=flags.POSITIVE_INT, default=5,
+                        help="phases given to the method (default 5)")
     parser.add_argument(
         "--future",
-        type=int,
+        type=flags.NON_NEGATIVE_INT,
         default=None,
         help="phases to predict (default: the rest of the input, or up to 10 phases in all)",
     )
@@ -45,11 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("direct", "warp"),
         help="direct: decoded frames; warp: native last phase warped by the predicted motion",
     )
-    parser.add_argument("--samples", type=int, default=1,
+    parser.add_argument("--samples", type=flags.POSITIVE_INT, default=1,
                         help="samples to draw (sampled, not greedy); >1 also writes mean and std")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=flags.SEED, default=0)
     add_decoding_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=None, help="slices per model call (default: automatic)")
+    parser.add_argument("--batch-size", type=flags.POSITIVE_INT, default=None,
+                        help="slices per model call (default: automatic)")
     parser.add_argument(
         "--labels",
         type=Path,
@@ -59,18 +69,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--labels-phase",
-        type=int,
+        type=flags.NON_NEGATIVE_INT,
         default=None,
         help="observed phase the 3D --labels belong to (default: the last observed)",
     )
-    parser.add_argument("--structure", default=None, help="label id or name to track (default: tumour, else first)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--names", default=None,
+                        help="structure names of --labels: '6=tumour,2=lungs' or a JSON file ({name: id}, or a case "
+                        "folder's labels.json); default: a labels.json beside the labels")
+    parser.add_argument("--structure", default=None,
+                        help="label id or name to track (default: the tumour; with several other structures, "
+                        "required)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (MedLVM's own only)")
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     """--temperature, --top-p and --greedy | --sample (args.greedy: None = greedy for one sample only)."""
-    parser.add_argument("--temperature", type=float, default=1.0, help="with sampling (default 1, as LVM)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="with sampling (default 1)")
+    parser.add_argument("--temperature", type=flags.TEMPERATURE, default=1.0,
+                        help="with sampling, > 0 (default 1, as LVM)")
+    parser.add_argument("--top-p", type=flags.TOP_P, default=1.0, help="with sampling, in (0, 1] (default 1)")
     decoding = parser.add_mutually_exclusive_group()
     decoding.add_argument("--greedy", dest="greedy", action="store_const", const=True, default=None,
                           help="most likely token (the default for one sample)")
@@ -101,19 +117,36 @@ def output_paths(out: Path, samples: int, with_labels: bool) -> dict[str, Path]:
     return paths
 
 
+def check_outputs(paths, inputs: list, overwrite: bool) -> None:
+    """Every output can be written and is none of the inputs: checked before anything is read or computed."""
+    from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.outputs import check_output_path
+
+    sources = {Path(p).resolve() for p in inputs if p is not None}
+    for path in paths:
+        if Path(path).resolve() in sources:
+            raise MedLVMError(f"output '{path}' is an input; choose another --out")
+        check_output_path(path, overwrite)
+
+
 def run(args: argparse.Namespace, progress=None) -> int:
     from MedLVMLib.errors import MedLVMError
     from MedLVMLib.imaging.phases_io import read_phases, write_phases
     from MedLVMLib.imaging.volume import volume_suffix
-    from MedLVMLib.outputs import check_output_path
     from MedLVMLib.progress import TqdmProgress
-    from MedLVMLib.tasks import motion
+    from MedLVMLib.tasks import motion, motion_guard
 
     progress = progress or TqdmProgress()
     if args.method != "medlvm" and args.samples > 1:
         raise MedLVMError("--samples applies to --method medlvm only (the baselines are deterministic)")
     if volume_suffix(args.out) not in ("", ".seq.nrrd"):
         raise MedLVMError(f"--out '{args.out}': write a .seq.nrrd file or a folder")
+    label_flags = {"--names": args.names, "--structure": args.structure, "--labels-phase": args.labels_phase}
+    for flag, value in label_flags.items():
+        if value is not None and args.labels is None:
+            raise MedLVMError(f"{flag} applies to --labels; give the label map with --labels")
+    paths = output_paths(args.out, args.samples, args.labels is not None)
+    check_outputs(paths.values(), [args.input, args.labels], args.overwrite)
     phases = read_phases(args.input, progress=progress)
     n_future = motion.check_motion_args(
         phases,
@@ -123,12 +156,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
         args.render or motion.DEFAULT_RENDER,
         args.samples,
     )
-    paths = output_paths(args.out, args.samples, args.labels is not None)
-    for path in paths.values():
-        if path.resolve() == Path(args.input).resolve():
-            raise MedLVMError(f"output '{path}' is the input; choose another --out")
-        check_output_path(path, args.overwrite)
-    labels = _read_labels(args, phases) if args.labels is not None else None
+    labels = read_labels(args, phases) if args.labels is not None else None
 
     options = {}
     if args.method == "medlvm":
@@ -152,61 +180,98 @@ def run(args: argparse.Namespace, progress=None) -> int:
         write_phases(result.std, paths["std"], overwrite=args.overwrite, dtype="float32")
     if labels is not None:
         _write_clinical(args, phases, result.predicted, labels, paths["clinical"], progress)
+    check = motion_guard.check_prediction(phases.select(list(range(args.observed))), result.predicted)
+    for warning in check.warnings:
+        progress.log(f"Warning: {warning}")
     progress.close()
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
 
 
-def _read_labels(args: argparse.Namespace, phases):
-    """uint8 label maps of the observed phases [k, Z, Y, X] (a 3D map is propagated to the other observed phases)."""
+class ObservedLabels(NamedTuple):
+    """uint8 label maps of the observed phases [k, Z, Y, X]; `source`: the phase a 3D map was drawn on (the
+    others are propagated from it), None for a label sequence; the structures present and the one tracked."""
+
+    labels: np.ndarray
+    source: Optional[int]
+    names: dict
+    structure: str
+
+
+def read_labels(args: argparse.Namespace, phases) -> ObservedLabels:
+    """--labels checked against the phases, with its names and the structure to track: all before heavy work."""
     import numpy as np
 
+    from MedLVMLib.commands import labels as label_args
     from MedLVMLib.errors import MedLVMError
-    from MedLVMLib.imaging.phases_io import read_phases
-    from MedLVMLib.imaging.volume import volume_suffix
-    from MedLVMLib.imaging.volume_io import read_volume
 
-    k = args.observed
     path = Path(args.labels)
-    if path.is_dir() or volume_suffix(path) == ".seq.nrrd":
-        seq = read_phases(path, check_hu_values=False).array
-        if seq.shape[0] < k:
-            raise MedLVMError(f"--labels '{path}' has {seq.shape[0]} phases; the {k} observed phases need labels")
-        labels, source = np.rint(seq[:k]).astype(np.uint8), None
-    else:
-        volume = read_volume(path, labels=True)
-        source = k - 1 if args.labels_phase is None else args.labels_phase
-        if not 0 <= source < k:
-            raise MedLVMError(f"--labels-phase {source} is not an observed phase (0..{k - 1})")
-        labels = np.zeros((k,) + volume.array.shape, np.uint8)
-        labels[source] = volume.array.astype(np.uint8)
+    labels, source = _observed_label_maps(path, args.observed, args.labels_phase)
     if labels.shape[1:] != phases.shape:
         raise MedLVMError(f"--labels '{path}' has shape {labels.shape[1:]} but the phases are {phases.shape}")
     if not labels.any():
         raise MedLVMError(f"--labels '{path}' is empty (all zero)")
+    given = label_args.parse_names(args.names, path) if args.names else label_args.sidecar_names(path)
+    names = label_args.structure_names([int(v) for v in np.unique(labels) if v], given)
+    _, structure = label_args.choose_structure(names, args.structure, f"--labels '{path}'")
+    return ObservedLabels(labels, source, names, structure)
+
+
+def _observed_label_maps(path: Path, k: int, labels_phase: Optional[int]):
+    """(uint8 [k, Z, Y, X], source phase or None) from a 3D label map or a label sequence."""
+    import numpy as np
+
+    from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.imaging.phases_io import read_phases
+    from MedLVMLib.imaging.volume import check_label_map, volume_suffix
+    from MedLVMLib.imaging.volume_io import read_volume
+
+    if path.is_dir() or volume_suffix(path) == ".seq.nrrd":
+        seq = read_phases(path, check_hu_values=False).array
+        check_label_map(seq, path)
+        if seq.shape[0] < k:
+            raise MedLVMError(f"--labels '{path}' has {seq.shape[0]} phases; the {k} observed phases need labels")
+        return _uint8_labels(seq[:k], path), None
+    volume = read_volume(path, labels=True)
+    source = k - 1 if labels_phase is None else labels_phase
+    if not 0 <= source < k:
+        raise MedLVMError(f"--labels-phase {source} is not an observed phase (0..{k - 1})")
+    labels = np.zeros((k,) + volume.array.shape, np.uint8)
+    labels[source] = _uint8_labels(volume.array, path)
     return labels, source
 
 
-def _write_clinical(args, phases, predicted, labels_and_source, folder: Path, progress) -> None:
+def _uint8_labels(array, path: Path):
+    import numpy as np
+
+    from MedLVMLib.errors import MedLVMError
+
+    if array.size and array.max() > 255:
+        raise MedLVMError(f"--labels '{path}' has label ids up to {int(array.max())}; motion prediction takes ids "
+                          "0..255 (renumber the structures)")
+    return np.rint(array).astype(np.uint8)
+
+
+def _write_clinical(args, phases, predicted, observed: ObservedLabels, folder: Path, progress) -> None:
     import numpy as np
 
     from MedLVMLib.imaging import registration
     from MedLVMLib.outputs import atomic_path
     from MedLVMLib.tasks import clinical
 
-    labels, source = labels_and_source
+    labels, source = observed.labels, observed.source
     k = args.observed
-    observed = phases.array[:k]
+    observed_hu = phases.array[:k]
     progress.stage("propagating labels", (k - 1 if source is not None else 0) + predicted.n_phases)
     if source is not None:
         for i in range(k):
             if i != source:
                 labels[i] = registration.propagate_labels(
-                    labels[source], observed[source], observed[i], phases.geometry, progress=progress
+                    labels[source], observed_hu[source], observed_hu[i], phases.geometry, progress=progress
                 )
     future = [
-        registration.propagate_labels(labels[-1], observed[-1], image, phases.geometry, progress=progress)
+        registration.propagate_labels(labels[-1], observed_hu[-1], image, phases.geometry, progress=progress)
         for image in predicted.array
     ]
     all_labels = np.concatenate([labels, np.stack(future)])
@@ -214,25 +279,5 @@ def _write_clinical(args, phases, predicted, labels_and_source, folder: Path, pr
     everything.array = np.concatenate([everything.array, predicted.array])
     everything.labels = everything.labels + predicted.labels
     everything.index_values = list(everything.index_values) + list(predicted.index_values)
-    names = _label_names(Path(args.labels), [int(v) for v in np.unique(all_labels) if v])
-    structure = args.structure
-    if structure is not None and structure.isdigit():
-        structure = names.get(int(structure), structure)
     with atomic_path(folder, args.overwrite) as tmp:
-        clinical.write_clinical(tmp, everything, all_labels, names, k, structure)
-
-
-def _label_names(labels_path: Path, ids: list[int]) -> dict[int, str]:
-    """Names from a labels.json beside the label file (the case-folder layout), else 'label_<id>'."""
-    import json
-
-    names = {i: f"label_{i}" for i in ids}
-    sidecar = labels_path.parent / "labels.json"
-    if sidecar.exists():
-        try:
-            names.update(
-                {int(k): str(v) for k, v in json.loads(sidecar.read_text(encoding="utf-8")).items() if int(k) in names}
-            )
-        except (ValueError, AttributeError):
-            pass
-    return names
+        clinical.write_clinical(tmp, everything, all_labels, observed.names, k, observed.structure)

@@ -13,9 +13,10 @@ Outputs (written atomically; an existing one is refused without --overwrite):
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from MedLVMLib.commands import flags
+from MedLVMLib.commands.labels import parse_names
 from MedLVMLib.commands.predict_denoise import add_model_arguments, sampling
 
 HELP = "complete a segmentation from labelled slices or carry it to every phase of a 4D CT"
@@ -30,15 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--slices", default=None, help="labelled slices to learn from, e.g. 10,25,40 or 10-12 "
                                                       "(default: every slice with a label)")
-    group.add_argument("--from-phase", type=int, default=None, help="phase the labels were drawn on: propagate "
-                                                                    "them to every other phase")
+    group.add_argument("--from-phase", type=flags.NON_NEGATIVE_INT, default=None,
+                       help="phase the labels were drawn on: propagate them to every other phase")
     parser.add_argument("--axis", default="axial", choices=("axial", "coronal", "sagittal"),
                         help="slicing of the visual sentences (default axial)")
     parser.add_argument("--out", type=Path, default=None, help="output label map (.nii.gz, .nrrd) or, with "
                                                                "--from-phase, .seq.nrrd / folder")
     parser.add_argument("--method", choices=METHODS, default="medlvm", help="MedLVM or a baseline")
-    parser.add_argument("--names", default=None, help="structure names: a labels.json-like file or '5=liver,1=spleen'")
-    parser.add_argument("--examples", type=int, default=3, help="example pairs per sentence (default 3)")
+    parser.add_argument("--names", default=None, help="structure names: '5=liver,1=spleen' or a JSON file ({name: id}, "
+                        "or a case folder's labels.json as `medlvm phantom` writes)")
+    parser.add_argument("--examples", type=flags.POSITIVE_INT, default=3, help="example pairs per sentence (default 3)")
     add_model_arguments(parser)
 
 
@@ -54,28 +56,6 @@ def segments_path(out: Path) -> Path:
             name = name[: -len(suffix)]
             break
     return out.with_name(name + ".segments.json")
-
-
-def parse_names(text, label_file: Path) -> dict:
-    """id -> name from '5=liver,1=spleen', a {name: id} JSON file or a {label file: {name: id}} JSON file."""
-    from MedLVMLib.errors import MedLVMError
-
-    if not text:
-        return {}
-    path = Path(text)
-    if path.suffix == ".json" or path.exists():
-        if not path.exists():
-            raise MedLVMError(f"--names '{path}' does not exist")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data = data.get(label_file.name, data) if isinstance(data, dict) else data
-        if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
-            raise MedLVMError(f"--names '{path}': expected {{name: id}} (or keyed by the label file's name)")
-        return {int(v): str(k) for k, v in data.items()}
-    try:
-        pairs = [item.split("=", 1) for item in str(text).split(",") if item.strip()]
-        return {int(k): v.strip() for k, v in pairs}
-    except ValueError:
-        raise MedLVMError(f"--names: cannot read '{text}'; use 5=liver,1=spleen or a JSON file") from None
 
 
 def _check_grid(ct_geometry, ct_shape, labels, label_path: Path, what: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from MedLVMLib.commands import flags
 from MedLVMLib.commands.predict_denoise import add_model_arguments, check_out, sampling
 
 HELP = "super-resolve a CT: thick to thin slices, or finer in-plane pixels"
@@ -22,10 +23,11 @@ METHODS = ("medlvm", "nearest", "linear", "cubic")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, help="CT volume (.nii.gz, .nrrd, .mha, DICOM folder)")
     parser.add_argument("--out", type=Path, required=True, help="output volume (.nii.gz, .nrrd, .mha)")
-    parser.add_argument("--factor", type=float, required=True, help="whole number >= 2")
+    parser.add_argument("--factor", type=flags.FINITE, required=True, help="whole number >= 2")
     parser.add_argument("--axis", choices=("z", "xy"), default="z", help="z: thinner slices; xy: finer pixels")
     parser.add_argument("--method", choices=METHODS, default="medlvm", help="MedLVM or an interpolation baseline")
-    parser.add_argument("--n-examples", type=int, default=3, help="example pairs per sentence (default 3)")
+    parser.add_argument("--n-examples", type=flags.POSITIVE_INT, default=3,
+                        help="example pairs per sentence (default 3)")
     parser.add_argument("--no-tiles", action="store_true", help="resize slices to the model instead of tiling")
     parser.add_argument("--no-consistency", action="store_true", help="skip the slab-mean consistency step")
     add_model_arguments(parser)

@@ -73,6 +73,26 @@ def real_data_folder(config: TaskEvalConfig) -> Optional[Path]:
     return data if data.exists() else None
 
 
+def case_names(config: TaskEvalConfig) -> list:
+    """The cases an evaluation runs, by name, without making or reading them: phantoms, then the real CTs found."""
+    names = [f"phantom-{config.first_seed + i}" for i in range(config.n_phantoms)]
+    data = real_data_folder(config)
+    if data is None:
+        return names
+    return names + [name for name, (ct_file, _, _) in SEG_REAL.items() if (data / ct_file).exists()]
+
+
+def check_cases(config: TaskEvalConfig) -> list:
+    """`case_names`, or MedLVMError when there are none (a report over nothing is not a report)."""
+    names = case_names(config)
+    if not names:
+        folder = config.shared_data or "the shared data folder"
+        real = "--no-real" if not config.real else f"no real CT files in '{folder}'"
+        raise MedLVMError(f"no cases to evaluate: --phantoms {config.n_phantoms} and {real}; ask for phantoms "
+                          "(--phantoms N) or give DATA holding the real CT files")
+    return names
+
+
 def _model(config: TaskEvalConfig):
     from MedLVMLib.tasks.segment import resolve_model
 
@@ -122,6 +142,7 @@ def tokenizer_ceiling(model, frames_hu: np.ndarray) -> np.ndarray:
 def setup_evaluation(out: Path, config: TaskEvalConfig, default_methods, progress: Optional[Progress]):
     """Common set-up of every task evaluation: progress, methods, the model (only if MedLVM runs), the folder."""
     methods = config.methods or default_methods
+    check_cases(config)
     model = _model(config) if "medlvm" in methods else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -249,10 +249,12 @@ def coronal_view(case, predictions: dict[str, Phases], n_observed: int, phase_of
 def list_dataset(data: Path, n_cases: Optional[int] = None) -> list[Path]:
     from MedLVMLib.imaging import cases
 
+    if n_cases is not None and n_cases < 1:
+        raise MedLVMError(f"--cases must be at least 1, got {n_cases} (leave it out to evaluate every case)")
     folders = cases.list_cases(Path(data))
     if not folders:
         raise MedLVMError(f"'{data}' holds no case folders (make some with --make-phantoms or `medlvm phantom`)")
-    return folders[:n_cases] if n_cases else folders
+    return folders[:n_cases] if n_cases is not None else folders
 
 
 def evaluate_motion(data: Path, out: Path, config: MotionEvalConfig = MotionEvalConfig(),

@@ -54,6 +54,13 @@ def summarize(rows: Sequence[dict], keys: Sequence[str] = ("method", "phase", "o
     return out
 
 
+def mean_text(mean: float, sd: float, n: int) -> str:
+    """'0.81 ± 0.05' over several values, '0.81' over one (its spread is unknown, not 0), '-' over none."""
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.3g} ± {sd:.2g}" if n > 1 else f"{mean:.3g}"
+
+
 def table_html(rows: Sequence[dict], metric: str, organ: str, higher_is_better: bool = True,
                column_key: str = "phase", not_ranked: Sequence[str] = ("reference",)) -> str:
     """HTML table: methods (rows) x `column_key` values (columns) + overall mean; best per column in bold.
@@ -76,8 +83,8 @@ def table_html(rows: Sequence[dict], metric: str, organ: str, higher_is_better: 
     for m in methods:
         cells = []
         for c in columns + ["all"]:
-            mean, sd, _ = stats.get((m, c), (math.nan, math.nan, 0)) if c != "all" else overall[(m,)]
-            text = f"{mean:.3g} ± {sd:.2g}" if math.isfinite(mean) else "-"
+            mean, sd, n = stats.get((m, c), (math.nan, math.nan, 0)) if c != "all" else overall[(m,)]
+            text = mean_text(mean, sd, n)
             bold = best[c] is not None and mean == best[c] and m not in not_ranked
             cells.append(f"<td><b>{text}</b></td>" if bold else f"<td>{text}</td>")
         lines.append(f"<tr><td>{html.escape(m)}</td>{''.join(cells)}</tr>")
@@ -141,7 +148,10 @@ def plot_difference_grid(truth: np.ndarray, predictions: dict[str, np.ndarray], 
     import matplotlib.pyplot as plt
 
     n = 1 + len(predictions)
-    fig, axes = plt.subplots(2, n, figsize=(2.3 * n, 4.9), dpi=110, squeeze=False)
+    panel_w = 2.3  # inches; each panel's height follows the image's physical height / width, so a wide coronal
+    panel_h = min(panel_w * truth.shape[0] * aspect / truth.shape[1], 1.5 * panel_w)  # plane is not a thin strip
+    fig, axes = plt.subplots(2, n, figsize=(panel_w * n, 2 * (panel_h + 0.35) + 0.5), dpi=110,  # in a tall figure
+                             squeeze=False)
     panels = [("ground truth", truth)] + list(predictions.items())
     err_image = None
     for j, (name, image) in enumerate(panels):

@@ -204,3 +204,22 @@ def check_same_geometry(items: list[tuple[str, tuple, Geometry]]) -> None:
             continue
         raise InputError(f"phase '{name}': {problem} of phase '{name0}'; every phase of a 4D CT must share "
                          "one grid (resample the phases onto one grid first)")
+
+
+MAX_LABELS = 256  # distinct values in a label map (background included): what a uint8 map can hold
+
+
+def check_label_map(array: np.ndarray, source: object) -> None:
+    """InputError when `array` cannot be a label map (0 = background, 1, 2, ... per structure): non-integer,
+    negative or non-finite values, or more distinct values than any label map has (a CT given as labels)."""
+    hint = "; give a label map (0 = background, one whole number per structure), not a CT"
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        raise InputError(f"'{source}' is not a label map: it has NaN or infinite voxels{hint}")
+    if np.issubdtype(array.dtype, np.floating) and np.any(array != np.round(array)):
+        raise InputError(f"'{source}' is not a label map: it has non-integer voxel values{hint}")
+    lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if lo < 0:
+        raise InputError(f"'{source}' is not a label map: it has negative values (down to {lo:g}){hint}")
+    if hi >= MAX_LABELS and len(np.unique(array)) > MAX_LABELS:  # only then can there be that many values
+        raise InputError(f"'{source}' is not a label map: it has {len(np.unique(array))} distinct values "
+                         f"(a label map has at most {MAX_LABELS}){hint}")

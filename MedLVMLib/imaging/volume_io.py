@@ -14,6 +14,7 @@ from MedLVMLib.imaging.volume import (
     PathLike,
     Volume,
     check_finite,
+    check_label_map,
     geometry_of,
     to_image,
     volume_suffix,
@@ -49,6 +50,8 @@ def read_volume(path: PathLike, labels: bool = False) -> Volume:
         from MedLVMLib.imaging.dicom import read_dicom_volume
 
         volume = read_dicom_volume(path)
+        if labels:
+            check_label_map(volume.array, path)
         return Volume(volume.array.astype(np.int32), volume.geometry) if labels else volume
     image = sitk_read(path)
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -58,11 +61,10 @@ def read_volume(path: PathLike, labels: bool = False) -> Volume:
         raise InputError(f"'{path}' is a {image.GetDimension()}D image of size {image.GetSize()}; expected a 3D volume")
     array = sitk.GetArrayFromImage(image)
     if labels:
+        check_label_map(array, path)
         if not np.issubdtype(array.dtype, np.integer):
-            if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-                raise InputError(f"'{path}' is not a label map: it has non-integer voxel values")
             array = array.astype(np.int32)
-        if array.min() >= 0 and array.max() <= 255:
+        if array.max() <= 255:
             array = array.astype(np.uint8)
     else:
         array = array.astype(np.float32, copy=False)

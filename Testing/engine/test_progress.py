@@ -46,3 +46,15 @@ def test_disabled_prints_nothing():
     out = io.StringIO()
     run_stages(TqdmProgress(disable=True, stream=out))
     assert out.getvalue() == ""
+
+
+def test_a_stage_without_a_total_reports_no_count_of_zero():
+    out = io.StringIO()
+    progress = TqdmProgress(stream=out)
+    progress.stage("denoising")
+    progress.stage("writing")
+    progress.advance(2)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("denoising: done in ") and ": 0 " not in lines[0]
+    assert lines[1].startswith("writing: 2 in ")

@@ -161,3 +161,110 @@ def test_evaluate_command(files, tmp_path, capsys):
     assert {"report.html", "dsc_per_phase.png", "difference_case0.png"} <= {p.name for p in out.iterdir()}
     assert "report:" in capsys.readouterr().out
     assert main(["evaluate", "motion", str(files / "dataset"), "--out", str(out), "--methods", "copy-last"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ labels (issue 16)
+
+
+def _clinical(files, tmp_path, labels, *extra):
+    return main(["predict", "motion", str(files / "ct.seq.nrrd"), "--observed", "5", "--out",
+                 str(tmp_path / "pred.seq.nrrd"), "--method", "copy-last", "--labels", str(labels), *extra])
+
+
+@pytest.fixture
+def no_prediction(monkeypatch):
+    """Fails the test if the prediction starts: the checks must come first."""
+    from MedLVMLib.tasks import motion
+
+    def heavy(*args, **kwargs):
+        raise AssertionError("the prediction ran before the labels were checked")
+
+    monkeypatch.setattr(motion, "predict_with_method", heavy)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--structure", "spleen"], "--structure 'spleen' is not in --labels"),
+    (["--structure", "7"], "--structure '7' is not in --labels"),
+    ([], "holds 2 structures (1 label_1, 6 label_6) and none is named tumour; choose the one to track with "
+         "--structure"),
+])
+def test_structure_is_checked_before_the_prediction(files, tmp_path, capsys, no_prediction, extra, message):
+    assert _clinical(files, tmp_path, files / "labels_phase4.nrrd", *extra) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("labels", ["ct_as_labels.nrrd", "ct.seq.nrrd"])
+def test_a_ct_given_as_labels_is_refused(files, tmp_path, capsys, no_prediction, labels):
+    if labels == "ct_as_labels.nrrd":  # an integer CT (int16 HU), as scanners store it
+        write_volume(np.rint(read_phases(files / "ct.seq.nrrd").array[4]).astype(np.int16), tmp_path / labels, GEOMETRY)
+    path = tmp_path / labels if labels == "ct_as_labels.nrrd" else files / labels
+    assert _clinical(files, tmp_path / "out", path) == 2
+    err = capsys.readouterr().err
+    assert "is not a label map: it has negative values (down to -1000)" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_tumour_is_tracked_by_default_when_named(files, tmp_path):
+    assert _clinical(files, tmp_path, files / "labels_phase4.nrrd", "--names", "1=body,6=tumour") == 0
+    assert (tmp_path / "pred_clinical" / "trajectory_tumour.csv").exists()
+    assert not (tmp_path / "pred_clinical" / "trajectory_body.csv").exists()
+
+
+def test_a_case_folders_labels_and_names(files, tmp_path):
+    """The label sequence `medlvm phantom` writes, its labels.json found beside it or given with --names."""
+    case = files / "dataset" / "case0"
+    assert _clinical(files, tmp_path, case / "labels.seq.nrrd") == 0
+    assert {p.name for p in (tmp_path / "pred_clinical").iterdir()} >= {"trajectory_tumour.csv", "itv_tumour.nrrd"}
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    write_volume(read_phases(case / "labels.seq.nrrd", check_hu_values=False).array[4].astype(np.uint8),
+                 other / "labels.nrrd", GEOMETRY)
+    out = tmp_path / "second.seq.nrrd"
+    assert main(["predict", "motion", str(files / "ct.seq.nrrd"), "--out", str(out), "--method", "copy-last",
+                 "--labels", str(other / "labels.nrrd"), "--names", str(case / "labels.json")]) == 0
+    assert (tmp_path / "second_clinical" / "trajectory_tumour.csv").exists()
+
+
+def test_a_single_structure_is_tracked_without_structure(files, tmp_path):
+    gtv = (read_phases(files / "ct.seq.nrrd").array[4] > 30).astype(np.uint8) * 3
+    write_volume(gtv, tmp_path / "gtv.nrrd", GEOMETRY)
+    assert _clinical(files, tmp_path, tmp_path / "gtv.nrrd") == 0
+    assert (tmp_path / "pred_clinical" / "trajectory_label_3.csv").exists()
+
+
+def test_label_ids_beyond_255_are_refused(files, tmp_path, capsys, no_prediction):
+    labels = np.zeros((10, 12, 14), np.int32)
+    labels[2:5, 4:8, 4:8] = 300
+    write_volume(labels, tmp_path / "big_ids.nrrd", GEOMETRY)
+    assert _clinical(files, tmp_path / "out", tmp_path / "big_ids.nrrd") == 2
+    assert "has label ids up to 300; motion prediction takes ids 0..255" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--names", "6=tumour"), ("--structure", "6"), ("--labels-phase", "2")])
+def test_label_flags_without_labels(files, tmp_path, capsys, flag, value):
+    assert _predict(files, tmp_path / "p.seq.nrrd", "--method", "copy-last", flag, value) == 2
+    assert f"{flag} applies to --labels; give the label map with --labels" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _chest(n_phases: int = 10, shape=(20, 16, 16)) -> Phases:
+    """Body with one lung cavity whose bottom moves down 3 voxels on inhale (phase 0) and back."""
+    array = np.full((n_phases,) + shape, -1000.0, np.float32)
+    for p in range(n_phases):
+        bottom = 4 + int(round(3 * np.sin(np.pi * p / n_phases)))
+        array[p, :, 2:14, 2:14] = 40.0
+        array[p, bottom:17, 4:12, 4:12] = -800.0
+    return Phases(array, GEOMETRY)
+
+
+@pytest.mark.parametrize("method, warned", [("copy-last", True), ("mirror", False)])
+def test_the_motion_check_warns_about_a_prediction_without_motion(tmp_path, capsys, method, warned):
+    write_phases(_chest(), tmp_path / "chest.seq.nrrd")
+    assert main(["predict", "motion", str(tmp_path / "chest.seq.nrrd"), "--out", str(tmp_path / "p.seq.nrrd"),
+                 "--method", method]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    assert ("Warning: lung volume: the prediction moves 0.0 mL" in printed) == warned
+    assert ("almost no motion" in printed) == warned

@@ -179,3 +179,35 @@ def test_existing_output_needs_overwrite(ct_files, tmp_path, capsys):
     _fails(["predict", "segment", str(ct), "--labels", str(labels), "--out", str(out), "--method", "nearest"],
            capsys, "already exists")
     assert out.read_text(encoding="utf-8") == "keep me"
+
+
+# ------------------------------------------------------------------------------------------ labels (issue 16)
+
+
+def test_segment_accepts_the_phantoms_labels_json(ct_files, tmp_path):
+    """`medlvm phantom` writes labels.json as {"id": name}; --names takes it as it is."""
+    ct, labels, _ = ct_files
+    (tmp_path / "case").mkdir()
+    (tmp_path / "case" / "labels.json").write_text(json.dumps({"4": "bone", "9": "strip", "6": "tumour"}))
+    out = tmp_path / "seg.nii.gz"
+    assert cli.main(["predict", "segment", str(ct), "--labels", str(labels), "--slices", "0,5", "--out", str(out),
+                     "--method", "nearest", "--names", str(tmp_path / "case" / "labels.json")]) == 0
+    segments = json.loads((tmp_path / "seg.segments.json").read_text(encoding="utf-8"))["segments"]
+    assert [(s["name"], s["label"]) for s in segments] == [("bone", 4), ("strip", 9)]
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("int16", "is not a label map: it has negative values (down to -"),
+    ("offset", "distinct values (a label map has at most 256)"),
+    ("float", "it has non-integer voxel values"),
+])
+def test_segment_refuses_a_ct_as_labels(ct_files, tmp_path, capsys, kind, message):
+    ct, _, _ = ct_files
+    hu = box_ct() + np.random.default_rng(1).normal(0, 30, box_ct().shape).astype(np.float32)
+    array = {"int16": np.rint(hu).astype(np.int16), "offset": (np.rint(hu) + 1024).astype(np.uint16),
+             "float": hu}[kind]
+    write_volume(Volume(array, GEO), tmp_path / "ct_labels.nrrd")
+    out = tmp_path / "seg.nii.gz"
+    _fails(["predict", "segment", str(ct), "--labels", str(tmp_path / "ct_labels.nrrd"), "--out", str(out),
+            "--method", "nearest"], capsys, message)
+    assert not out.exists() and not (tmp_path / "seg.segments.json").exists()

@@ -58,3 +58,34 @@ def test_figures_and_html(tmp_path):
     text = page.read_text(encoding="utf-8")
     assert "data:image/png;base64," in text and "&lt;eval&gt;" in text and "<table>" in text
     assert 'src="dsc.png"' in report.image_tag(fig, embed=False)
+
+
+def test_one_case_has_no_spread():
+    one = [r for r in _rows() if r["case"] == "c0" and r["phase"] == "50%"]
+    table = report.table_html(one, "dsc", "lungs")
+    assert "±" not in table and "0.95" in table  # one value: its sd is unknown, not 0
+    assert "± 0.01" in report.table_html(_rows(), "dsc", "lungs")  # two cases: mean ± sd
+    assert report.mean_text(float("nan"), float("nan"), 0) == "-"
+
+
+@pytest.mark.parametrize("shape, spacing", [((48, 256), (1.95, 3.0)), ((48, 160), (2.125, 5.5)),
+                                            ((60, 40), (1.0, 1.0))])
+def test_difference_grid_keeps_the_physical_aspect_and_fills_the_figure(tmp_path, monkeypatch, shape, spacing):
+    """A coronal plane (rows: slices of thickness sz, columns: pixels of width sx) is drawn with its physical
+    height / width, and the panels fill the figure instead of lying as thin strips in a tall, empty one."""
+    import matplotlib.pyplot as plt
+
+    boxes = {}
+    save = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        save(fig, *args, **kwargs)
+        box = fig.axes[0].get_window_extent()
+        boxes.update(ratio=box.width / box.height, share=2 * box.height / (fig.get_size_inches()[1] * fig.dpi))
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    truth = np.zeros(shape, np.float32)
+    sx, sz = spacing
+    report.plot_difference_grid(truth, {"a": truth, "b": truth}, tmp_path / "g.png", aspect=sz / sx)
+    assert boxes["ratio"] == pytest.approx(shape[1] * sx / (shape[0] * sz), rel=0.02)
+    assert boxes["share"] > 0.45  # two rows of panels take most of the figure's height

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from MedLVMLib.engine import lvm
+from MedLVMLib.errors import MedLVMError
 from MedLVMLib.evaluation import report
-from MedLVMLib.evaluation.common import TaskEvalConfig, image_cases, image_rows, markdown_table, rerender_report
+from MedLVMLib.evaluation.common import (
+    TaskEvalConfig,
+    case_names,
+    image_cases,
+    image_rows,
+    markdown_table,
+    rerender_report,
+)
 from MedLVMLib.evaluation.denoise import evaluate_denoise
 from MedLVMLib.evaluation.segment import evaluate_segment, example_slices, mask_rows
 from MedLVMLib.evaluation.superres import evaluate_superres, evaluation_planes
@@ -96,3 +104,18 @@ def test_markdown_table_means_over_cases():
             for c, v in (("a", 0.5), ("b", 0.7))]
     table = markdown_table(rows, "dsc", "o").splitlines()
     assert table[0] == "| method | s |" and table[2] == "| m | 0.6 |"
+
+
+@pytest.mark.parametrize("evaluate", [evaluate_segment, evaluate_denoise, evaluate_superres])
+def test_no_cases_is_refused_before_anything_is_made(tmp_path, evaluate):
+    config = TaskEvalConfig(methods=("nearest",), n_phantoms=0, real=False)
+    with pytest.raises(MedLVMError, match="no cases to evaluate: --phantoms 0 and --no-real"):
+        evaluate(tmp_path / "out", config)
+    assert list(tmp_path.iterdir()) == []  # no report folder, no stray CSV
+
+
+def test_case_names_without_making_the_cases(tmp_path, shared_data):
+    assert case_names(TaskEvalConfig(n_phantoms=2, real=False)) == ["phantom-1000", "phantom-1001"]
+    assert case_names(TaskEvalConfig(n_phantoms=0, shared_data=tmp_path)) == []
+    assert case_names(TaskEvalConfig(n_phantoms=0, shared_data=shared_data)) == ["real-totalseg-abdomen",
+                                                                                 "real-4dlung-p113"]

@@ -18,7 +18,7 @@ def small_case():
 def test_round_trip_is_exact(tmp_path, small_case):
     save_case(small_case, tmp_path / "case_000")
     names = sorted(p.name for p in (tmp_path / "case_000").iterdir())
-    assert names == ["case.json", "ct.seq.nrrd", "dvf.npz", "labels.json", "labels.seq.nrrd"]
+    assert names == [".medlvm-outputs.json", "case.json", "ct.seq.nrrd", "dvf.npz", "labels.json", "labels.seq.nrrd"]
     back = load_case(tmp_path / "case_000")
     assert np.array_equal(back.phases.array, small_case.phases.array)
     assert back.phases.geometry.is_close(small_case.phases.geometry, tol=1e-9)

@@ -15,6 +15,7 @@ from MedLVMLib.imaging.phasefolder import index_from_numbers, phase_number
 from MedLVMLib.imaging.phases_io import read_phases, write_phases
 from MedLVMLib.imaging.volume import Geometry, Phases, Volume, to_image
 from MedLVMLib.imaging.volume_io import read_volume, write_volume
+from MedLVMLib.outputs import MANIFEST
 
 ROTATED = np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])  # 37 degrees about z
 GEOMETRY = Geometry((0.9, 1.1, 2.5), (10.0, -20.0, 30.0), tuple(ROTATED.ravel()))
@@ -83,7 +84,7 @@ def test_seq_nrrd_with_list_axis_first_is_read(tmp_path):
 def test_folder_round_trip(tmp_path, suffix):
     phases = Phases(ct_array(), GEOMETRY)
     write_phases(phases, tmp_path / "out", suffix=suffix)
-    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != "phases.json")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name not in ("phases.json", MANIFEST))
     assert names == [f"phase_{v:03d}{suffix}" for v in (0, 25, 50, 75)]
     back = read_phases(tmp_path / "out")
     assert np.array_equal(back.array, phases.array)

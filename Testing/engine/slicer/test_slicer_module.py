@@ -889,3 +889,22 @@ def test_results_are_discarded_when_the_input_left_the_scene(logic, input_sequen
         )
     ]
     assert _sequence_names(scene) == names and _job_folders(tmp_path) == [] and not logic.lastJobCancelled
+
+
+def test_engine_warnings_reach_the_panel_after_the_job(widget, monkeypatch):
+    """A "Warning:" log line (the motion check) is shown in a pop-up when the result arrives; progress lines not."""
+    import slicer
+
+    shown = []
+    monkeypatch.setattr(slicer.util, "warningDisplay", lambda text, **kwargs: shown.append(text), raising=False)
+    monkeypatch.setattr(widget, "_showOutputs", lambda outputs: None)
+    sequence = types.SimpleNamespace(GetName=lambda: "4D CT predicted", GetNumberOfDataNodes=lambda: 5)
+    widget._warnings = []
+    widget.onLog("register: 2/5")
+    widget.onLog("Warning: lung volume: the prediction moves 0.0 mL, under 10% of the observed 600.0 mL")
+    widget.onFinished(types.SimpleNamespace(sequence=sequence), None)
+    assert shown == ["Warning: lung volume: the prediction moves 0.0 mL, under 10% of the observed 600.0 mL"]
+    assert widget.ui.statusLabel.text.endswith("with 1 warning(s): review before use")
+    widget._warnings = []  # what Apply does before the next job
+    widget.onFinished(types.SimpleNamespace(sequence=sequence), None)
+    assert len(shown) == 1 and widget.ui.statusLabel.text == "Done: 4D CT predicted (5 phases)"
