@@ -24,6 +24,7 @@ from MedLVMLib.imaging.volume import Phases, Volume, check_same_geometry, geomet
 from MedLVMLib.progress import Progress, ensure
 
 logger = logging.getLogger(__name__)
+SPACING_TOLERANCE = 0.01  # of the slice spacing: rounding in ImagePositionPatient, not a missing slice
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 _TAGS = ["SeriesInstanceUID", "SeriesDescription", "SeriesNumber", "SeriesTime", "AcquisitionTime",
          "TemporalPositionIndex", "TemporalPositionIdentifier", "AcquisitionNumber", "ImagePositionPatient",
@@ -141,11 +142,38 @@ def order_series(series: list[_Series]) -> tuple[list[_Series], list[float], str
     return ordered, [100.0 * i / n for i in range(n)], "acquisition order (AcquisitionTime, then SeriesNumber)"
 
 
+def _spacing_problem(positions: np.ndarray) -> str:
+    """Why sorted slice positions (mm along the slice normal) are not evenly spaced, or ""."""
+    steps = np.diff(positions)
+    if len(steps) < 2:
+        return ""
+    expected = float(np.sort(steps)[(len(steps) - 1) // 2])  # the lower median: a gap cannot set it
+    worst = int(np.argmax(np.abs(steps - expected)))
+    if abs(steps[worst] - expected) <= max(SPACING_TOLERANCE * expected, 0.01):
+        return ""
+    a, b, step = (f"{round(float(v), 3):g}" for v in (positions[worst], positions[worst + 1], steps[worst]))
+    if steps[worst] > expected:
+        return f"a gap of {step} mm between slices at {a} and {b} mm, where the others are {expected:g} mm apart " \
+               "(a missing slice?)"
+    return f"slices at {a} and {b} mm are {step} mm apart, where the others are {expected:g} mm apart " \
+           "(an extra or repeated slice?)"
+
+
+def check_slice_spacing(series: _Series) -> None:
+    """Refuse a series whose slices are not evenly spaced: reading it as a regular grid would misplace them."""
+    name = series.description or series.key
+    if len(series.files) < 2:
+        raise InputError(f"DICOM series '{name}' has one slice; a 3D CT is needed")
+    problem = _spacing_problem(np.asarray([position for position, _ in series.files]))
+    if problem:
+        raise InputError(f"DICOM series '{name}' in '{series.files[0][1].parent}' is not evenly spaced: {problem}; "
+                         "MedLVM does not resample: export the series with every slice, or resample it first")
+
+
 def _read_series(series: _Series) -> Volume:
     import SimpleITK as sitk
 
-    if len(series.files) < 2:
-        raise InputError(f"DICOM series '{series.description or series.key}' has one slice; a 3D CT is needed")
+    check_slice_spacing(series)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(path) for _, path in series.files])
     try:
@@ -171,6 +199,8 @@ def read_dicom_phases(folder: Path, progress: Optional[Progress] = None) -> Phas
     message = f"DICOM '{folder}': {len(ordered)} phase series ordered by {rule}"
     logger.info(message)
     progress.log(message)
+    for series in ordered:  # every series before reading any pixels
+        check_slice_spacing(series)
     progress.stage("reading DICOM phases", len(ordered))
     volumes = []
     for series in ordered:

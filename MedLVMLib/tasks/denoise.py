@@ -20,14 +20,14 @@ Functions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.progress import Progress, ensure
-from MedLVMLib.tasks import common
+from MedLVMLib.tasks import common, output_checks
 from MedLVMLib.tasks.prompts import Pairs
 from MedLVMLib.tasks.segment import DEFAULT_SAMPLING, Sampling, block_size_of, generate_answers, resolve_model
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from MedLVMLib.engine.lvm import MedLVMModel
 
 METHODS = ("medlvm", "tv", "nlm", "bilateral")
+TASK = "denoising"
 
 
 @dataclass
@@ -42,6 +43,7 @@ class DenoiseResult:
     denoised: np.ndarray  # float32 HU [Z, Y, X]
     method: str
     notes: list
+    warnings: list = field(default_factory=list)  # implausible output, one line each (see output_checks)
 
 
 # ------------------------------------------------------------------------------------------ analogy engine
@@ -192,8 +194,10 @@ def denoise_volume(ct: np.ndarray, *, method: str = "medlvm", model: Optional[Me
 
     slices = np.asarray(frames_mod.to_frames(ct, axis), np.float32)  # (N, H, W)
     notes: list = []
+    warnings: list = []
     if method != "medlvm":
         out = _run_baseline(method, slices, progress)
+        output_checks.require_finite(TASK, out, "denoised slices")
     else:
         model = resolve_model(model, device)
         if examples is None:
@@ -206,7 +210,10 @@ def denoise_volume(ct: np.ndarray, *, method: str = "medlvm", model: Optional[Me
                                   window(model, slices), tile=tile, n_examples=n_examples, sampling=sampling,
                                   progress=progress)
         out = keep_outside_window(unwindow(model, restored), slices, _window(model))
-    return DenoiseResult(np.asarray(frames_mod.from_frames(out, axis), np.float32), method, notes)
+        output_checks.require_finite(TASK, out, "denoised slices")
+        out = output_checks.clip_to_input(TASK, out, slices, warnings)
+        output_checks.warn_if_constant(TASK, out, slices, warnings)
+    return DenoiseResult(np.asarray(frames_mod.from_frames(out, axis), np.float32), method, notes, warnings)
 
 
 def _run_baseline(method: str, slices: np.ndarray, progress: Progress, hu_window: tuple = (-1000.0, 1000.0)):

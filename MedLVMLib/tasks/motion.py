@@ -30,7 +30,7 @@ from MedLVMLib.engine.sentences import MotionSentence
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.imaging.volume import Phases, continue_index
 from MedLVMLib.progress import Progress, ensure
-from MedLVMLib.tasks import common
+from MedLVMLib.tasks import common, output_checks
 
 AXIS_CHOICES = ("coronal", "sagittal", "axial", "multi")
 RENDER_CHOICES = ("direct", "warp")
@@ -41,6 +41,7 @@ DEFAULT_TOTAL_PHASES = 10
 # Coarse and fast: the decoded predictions are blurry, fine levels would only register noise.
 WARP_REGISTRATION = {"iterations": 30, "levels": (4, 2, 1), "smoothing_sigma": 2.0}
 METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca")
+TASK = "motion"
 
 
 @dataclass
@@ -65,6 +66,7 @@ class MotionResult:
     timings: dict = field(default_factory=dict)
     tokens_generated: int = 0
     decoded: Optional[Phases] = None
+    warnings: list = field(default_factory=list)  # implausible output, one line each (see output_checks)
 
 
 def resolve_n_future(n_phases: int, n_observed: int, n_future: Optional[int]) -> int:
@@ -225,6 +227,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     if render == "warp":
         recon_last = _fuse([common.decode_to_volume(model, r.last_codes, r.axis, observed.shape, batch_size)
                             for r in runs], fuse)
+        output_checks.require_finite(TASK, recon_last, "decoded phases")
 
     outputs, first_decoded = [], None
     for s in range(samples):
@@ -232,6 +235,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         per_axis = [_sample_axis(model, r, sentence, n_future, observed.shape, {**sampling, "seed": seed_s},
                                  batch_size, progress, timings) for r in runs]
         decoded = _fuse(per_axis, fuse)  # (F, Z, Y, X)
+        output_checks.require_finite(TASK, decoded, "decoded phases")  # before a NaN field warps to a constant
         if render == "warp":
             first_decoded = decoded if first_decoded is None else first_decoded
             t1 = time.perf_counter()
@@ -240,6 +244,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         outputs.append(decoded)
 
     stack = np.stack(outputs)  # (S, F, Z, Y, X)
+    warnings = check_prediction(stack, observed.array, model.preprocess)
     mean = std = None
     if samples > 1:
         mean = _predicted_phases(observed, stack.mean(axis=0))
@@ -247,7 +252,18 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     tokens = len(axes) * samples * runs[0].prompt.shape[0] * n_future * model.tokens_per_image
     direct = None if first_decoded is None else _predicted_phases(observed, first_decoded)
     return MotionResult(_predicted_phases(observed, stack[0]), mean, std, samples, axis, render,
-                        getattr(model, "model_id", ""), timings, tokens, direct)
+                        getattr(model, "model_id", ""), timings, tokens, direct, warnings)
+
+
+def check_prediction(stack: np.ndarray, observed: np.ndarray, preprocess) -> list:
+    """Errors for NaN or values no rendering can produce (beyond the observed phases and the model's HU window);
+    the warnings of a plausible-looking but suspicious prediction."""
+    output_checks.require_finite(TASK, stack, "predicted phases")
+    low, high = min(float(observed.min()), preprocess.hu_min), max(float(observed.max()), preprocess.hu_max)
+    output_checks.require_within(TASK, stack, low, high, "predicted phases")
+    warnings: list = []
+    output_checks.warn_if_constant(TASK, stack[0], observed, warnings)
+    return warnings
 
 
 def predict_with_method(method: str, phases: Phases, n_observed: int = 5, n_future: Optional[int] = None,
@@ -262,6 +278,7 @@ def predict_with_method(method: str, phases: Phases, n_observed: int = 5, n_futu
     observed = phases.select(list(range(n_observed)))
     t0 = time.perf_counter()
     predicted = baselines[method](observed, n_future, progress=progress)
+    output_checks.require_finite(TASK, predicted.array, "predicted phases")
     return MotionResult(predicted, model_id=method, timings={"baseline": time.perf_counter() - t0})
 
 

@@ -34,12 +34,13 @@ from MedLVMLib.engine import palette
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.imaging.volume import Geometry, Phases
 from MedLVMLib.progress import Progress, ensure
-from MedLVMLib.tasks import common
+from MedLVMLib.tasks import common, output_checks
 
 if TYPE_CHECKING:
     from MedLVMLib.engine.lvm import MedLVMModel
 
 METHODS = ("medlvm", "nearest", "registration")
+TASK = "segmentation"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class SegmentResult:
     method: str
     axis: str = "axial"
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # implausible output, one line each (see output_checks)
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -292,19 +294,24 @@ def propagate_slices(ct: np.ndarray, labels: np.ndarray, *, slices: Optional[Seq
     """
     axis, method = common.check_axis(axis), check_method(method)
     check_inputs(ct, labels)
-    compact = palette.compact_labels(labels)
-    examples = labelled_slices(compact.slots, axis, slices)
-    slot_stack = _to_slices(compact.slots, axis)  # (N, H, W)
-    if not slot_stack[examples].any():
+    examples = labelled_slices(np.asarray(labels), axis, slices)
+    ids = [int(i) for i in np.unique(_to_slices(np.asarray(labels), axis)[examples]) if i != 0]
+    if not ids:
         raise MedLVMError(f"labels: the example slices {examples} hold no label; label a structure on them")
+    warnings: list[str] = []
+    all_ids = [int(i) for i in np.unique(labels) if i != 0]
+    output_checks.warn_unseen_labels(TASK, all_ids, ids, names, warnings)
+    compact = palette.compact_labels(labels, ids)  # labels on no example slice become background
+    slot_stack = _to_slices(compact.slots, axis)  # (N, H, W)
     progress = ensure(progress)
     if method == "medlvm":
         model = resolve_model(model, device)
         result = _medlvm_slices(model, ct, slot_stack, examples, axis, len(compact.ids), n_examples, sampling, progress)
     else:
         result = _to_slices(_baseline_slices(method, ct, compact.slots, examples, axis, spacing, progress), axis)
+    output_checks.warn_oversized_slices(TASK, result, examples, compact.ids, names, warnings)
     volume = palette.expand_labels(_from_slices(result, axis), compact.ids)
-    return SegmentResult(volume, segment_list(compact.ids, names), examples, method, axis)
+    return SegmentResult(volume, segment_list(compact.ids, names), examples, method, axis, warnings=warnings)
 
 
 def _grid(spacing: Optional[Sequence[float]]) -> Geometry:
@@ -392,5 +399,7 @@ def propagate_phases(phases: np.ndarray, labels: np.ndarray, from_phase: int, *,
 
         slots = register_phases(Phases(phases.astype(np.float32), _grid(spacing)), compact.slots, from_phase,
                                 progress=progress)
+    warnings: list[str] = []
+    output_checks.warn_oversized_phases(TASK, slots, from_phase, compact.ids, names, warnings)
     return SegmentResult(palette.expand_labels(slots, compact.ids), segment_list(compact.ids, names),
-                         [from_phase], method, axis)
+                         [from_phase], method, axis, warnings=warnings)

@@ -22,7 +22,7 @@ Baselines (`baselines.superres`): "nearest", "linear", "cubic" (B-spline) interp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
@@ -31,7 +31,7 @@ from MedLVMLib.errors import MedLVMError
 from MedLVMLib.imaging.slabs import interpolate, slab_average
 from MedLVMLib.imaging.volume import Geometry
 from MedLVMLib.progress import Progress, ensure
-from MedLVMLib.tasks import denoise
+from MedLVMLib.tasks import denoise, output_checks
 from MedLVMLib.tasks.prompts import Pairs
 from MedLVMLib.tasks.segment import DEFAULT_SAMPLING, Sampling, resolve_model
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 METHODS = ("medlvm", "nearest", "linear", "cubic")
 AXES = ("z", "xy")
+TASK = "super-resolution"
 
 
 @dataclass
@@ -48,6 +49,7 @@ class SuperResResult:
     geometry: Optional[Geometry]
     method: str
     raw: Optional[np.ndarray] = None  # medlvm before the consistency step
+    warnings: list = field(default_factory=list)  # implausible output, one line each (see output_checks)
 
 
 def check_factor(factor, axis: str) -> int:
@@ -146,6 +148,7 @@ def superres_volume(ct: np.ndarray, factor, *, axis: str = "z", method: str = "m
         from MedLVMLib.baselines.superres import SUPERRES_BASELINES
 
         result = SUPERRES_BASELINES[method](ct, geometry or Geometry(), factor, axis)
+        output_checks.require_finite(TASK, result.array, "interpolated volume")
         return SuperResResult(result.array, fine_geo, method)
     progress = ensure(progress)
     model = resolve_model(model, device)
@@ -172,5 +175,8 @@ def superres_volume(ct: np.ndarray, factor, *, axis: str = "z", method: str = "m
     frames_hu[chosen] = denoise.unwindow(model, restored)
     raw = np.asarray(frames_mod.from_frames(frames_hu, view), np.float32)
     raw = denoise.keep_outside_window(raw, fine_lin, denoise._window(model))
-    out = consistency(raw, ct, factor, axes) if consistent else raw
-    return SuperResResult(out, fine_geo, method, raw)
+    output_checks.require_finite(TASK, raw, "restored slices")
+    warnings: list = []
+    out = output_checks.clip_to_input(TASK, consistency(raw, ct, factor, axes) if consistent else raw, ct, warnings)
+    output_checks.warn_if_constant(TASK, out, ct, warnings)
+    return SuperResResult(out, fine_geo, method, raw, warnings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +17,25 @@ def _snapshot_download(repo_id: str, local_dir: Path) -> None:
         from huggingface_hub import snapshot_download
     except ImportError as exc:
         raise MedLVMError("downloading needs the huggingface_hub package: pip install huggingface_hub") from exc
-    snapshot_download(repo_id=repo_id, local_dir=str(local_dir))
+    try:
+        snapshot_download(repo_id=repo_id, local_dir=str(local_dir))
+    except Exception as exc:  # the hub client raises the errors of its HTTP library (requests or httpx, by version)
+        raise MedLVMError(hub_failure(repo_id, Path(local_dir), exc)) from exc
+
+
+# A full disk or an unwritable cache is a problem here, not on the network.
+DISK_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
+
+
+def hub_failure(repo_id: str, local_dir: Path, exc: Exception) -> str:
+    """One line saying why downloading `repo_id` failed and what to do instead."""
+    first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
+    reason = f"{type(exc).__name__}: {first if len(first) <= 160 else first[:157] + '...'}"
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        return (f"could not write {repo_id} into {local_dir} ({reason}); free some space or set MEDLVM_CACHE to "
+                "a writable folder")
+    return (f"could not reach the hub to download {repo_id} ({reason}); download it on a machine with network "
+            "and point --model at the folder")
 
 
 def download_model(model_id: str, consent: bool = False, registry: Optional[Registry] = None) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ SAFETENSORS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 MUSE_WEIGHTS_NAME = "pytorch_model.bin"
 TOKENIZER_SUBFOLDERS = ("vqvae", "vqvae_ckpts", "tokenizer")
+# Trained weights stay far below this; random bytes in a float tensor's data give values up to ~1e38.
+MAX_ABS_WEIGHT = 1e6
 
 
 @dataclass
@@ -201,6 +204,30 @@ def _check_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], sources
                                   f"the config expects {shape}")
 
 
+def _value_problem(low: float, high: float) -> str:
+    """What is wrong with a tensor whose smallest and largest values are (low, high), or ""."""
+    if math.isnan(low) or math.isnan(high):
+        return "holds NaN values"
+    if math.isinf(low) or math.isinf(high):
+        return "holds infinite values"
+    if max(abs(low), abs(high)) > MAX_ABS_WEIGHT:
+        return f"holds values up to {max(abs(low), abs(high)):.3g} (trained weights stay below {MAX_ABS_WEIGHT:.0e})"
+    return ""
+
+
+def check_values(state: Dict[str, torch.Tensor], sources: Dict[str, Path]) -> None:
+    """Raise CheckpointError naming the tensor and its file for NaN, infinite or absurdly large weights, which
+    would otherwise load and give a constant or NaN image without any error."""
+    for key, tensor in state.items():
+        if not tensor.is_floating_point() or tensor.numel() == 0 or tensor.is_meta:
+            continue
+        low, high = (float(v) for v in torch.aminmax(tensor))  # one pass; NaN propagates
+        problem = _value_problem(low, high)
+        if problem:
+            raise CheckpointError(f"{sources.get(key, 'checkpoint')}: tensor '{key}' {problem}; the file is corrupt: "
+                                  "download, export or train it again")
+
+
 def build_model(module_cls, config, state: Dict[str, torch.Tensor], sources: Dict[str, Path],
                 device: Any = "cpu", dtype: Optional[torch.dtype] = None) -> torch.nn.Module:
     """Build module_cls(config) without allocating, check and assign the state, cast, move, set eval mode."""
@@ -208,6 +235,7 @@ def build_model(module_cls, config, state: Dict[str, torch.Tensor], sources: Dic
         model = module_cls(config)
     _check_state(model, state, sources)
     wanted = set(model.state_dict())
+    check_values({k: v for k, v in state.items() if k in wanted}, sources)
     state = {k: v.to(device=device, dtype=dtype if (dtype and v.is_floating_point()) else v.dtype)
              for k, v in state.items() if k in wanted}
     model.load_state_dict(state, strict=True, assign=True)

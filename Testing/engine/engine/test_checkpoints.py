@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import errno
 import hashlib
 import json
 import shutil
+import sys
+from types import ModuleType, SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -197,3 +202,127 @@ def test_download_needs_consent_and_uses_cache(tmp_path, monkeypatch, lvm_folder
     folder = download_model("lvm-test", consent=True, registry=registry)
     assert fetched == ["org/llama", "org/vq"] and folder == tmp_path / "cache" / "lvm-test"
     assert detect_format(folder) == "lvm"
+
+
+# ----------------------------------------------------------------------------------------------- corrupt values
+
+
+POISONED = {"tokenizer": "decoder.conv_out.weight", "transformer": "model.layers.1.mlp.up_proj.weight"}
+
+
+def _poisoned(tiny_models, value, part):
+    """Copies of the tiny models with one weight of `part` set to `value` (NaN, inf, or a huge number)."""
+    models = {"tokenizer": copy.deepcopy(tiny_models[0]), "transformer": copy.deepcopy(tiny_models[1])}
+    state = models[part].state_dict()
+    state[POISONED[part]] = state[POISONED[part]].clone()
+    state[POISONED[part]].view(-1)[7] = value
+    models[part].load_state_dict(state)
+    return models["tokenizer"], models["transformer"]
+
+
+def _random_bytes_in_data(path):
+    """Overwrite a safetensors file's tensor data (everything after its JSON header) with seeded random bytes."""
+    raw = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little")
+    raw[start:] = np.random.default_rng(0).bytes(len(raw) - start)
+    path.write_bytes(bytes(raw))
+
+
+def _write(fmt, folder, models):
+    tokenizer, transformer = models
+    if fmt == "medlvm":
+        return save_checkpoint(folder, tokenizer=tokenizer, transformer=transformer), "model.safetensors"
+    if fmt == "lvm":
+        export_open_muse(export_hf_llama(folder, transformer, n_shards=2) / "vqvae", tokenizer)
+        return folder, "model-0000"
+    return export_open_muse(folder, tokenizer), "pytorch_model.bin"
+
+
+@pytest.mark.parametrize("fmt, part, value, problem", [
+    ("medlvm", "transformer", float("nan"), "NaN"),
+    ("medlvm", "tokenizer", float("-inf"), "infinite"),
+    ("medlvm", "transformer", 3e20, r"values up to 3e\+20"),
+    ("lvm", "transformer", float("inf"), "infinite"),
+    ("open-muse", "tokenizer", float("nan"), "NaN"),
+])
+def test_non_finite_weights_are_refused_at_load(tmp_path, tiny_models, fmt, part, value, problem):
+    folder, filename = _write(fmt, tmp_path / fmt, _poisoned(tiny_models, value, part))
+    with pytest.raises(CheckpointError, match=problem) as info:
+        load_checkpoint(folder)
+    message = str(info.value)
+    assert filename in message and str(folder) in message  # names the file
+    assert f"tensor '{POISONED[part]}'" in message  # and the tensor
+
+
+def test_random_bytes_in_tensor_data_are_refused(tmp_path, tiny_models):
+    folder, _ = _write("medlvm", tmp_path / "ours", tiny_models)
+    _random_bytes_in_data(folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor '.+' holds"):
+        load_checkpoint(folder)
+
+
+def test_finite_weights_still_load(tmp_path, tiny_models):
+    folder, _ = _write("medlvm", tmp_path / "ours", _poisoned(tiny_models, 50.0, "tokenizer"))
+    assert load_checkpoint(folder).tokenizer.state_dict()[POISONED["tokenizer"]].view(-1)[7] == 50.0
+
+
+def _offline_errors():
+    """The kinds of errors huggingface_hub raises without a network (those importable here)."""
+    errors = [OSError("[Errno 101] Network is unreachable"), ConnectionError("Connection refused"),
+              TimeoutError("timed out")]
+    try:
+        import requests
+
+        errors.append(requests.ConnectionError("Max retries exceeded with url: /api/models/org/llama"))
+    except ImportError:
+        pass
+    try:
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        errors.append(LocalEntryNotFoundError("Cannot find the requested files in the disk cache and outgoing "
+                                              "traffic has been disabled"))
+        response = SimpleNamespace(headers={}, request=None, status_code=503)  # what the error reads from one
+        errors.append(HfHubHTTPError("503 Server Error: Service Unavailable", response=response))
+    except ImportError:
+        pass
+    return errors
+
+
+@pytest.fixture
+def hub_registry(tmp_path, monkeypatch):
+    entry = {"id": "lvm-test", "description": "test", "source": {"hub": "org/llama", "tokenizer_hub": "org/vq"},
+             "size_bytes": 123, "tasks": ["motion"], "recommended_device": "cpu", "memory_gb": 1}
+    monkeypatch.setenv("MEDLVM_CACHE", str(tmp_path / "cache"))
+    return load_registry(write_registry(tmp_path / "res", [entry]) / "models.json")
+
+
+@pytest.mark.parametrize("error", _offline_errors(), ids=lambda e: type(e).__name__)
+def test_download_without_network_is_one_clear_error(hub_registry, monkeypatch, error):
+    def offline(repo_id, local_dir, **options):
+        raise error
+
+    hub = ModuleType("huggingface_hub")  # stands in for the package, installed or not: nothing reaches the network
+    hub.snapshot_download = offline
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    with pytest.raises(MedLVMError) as info:
+        download_model("lvm-test", consent=True, registry=hub_registry)
+    message = str(info.value)
+    assert "could not reach the hub" in message and "org/llama" in message and "--model" in message
+    assert "\n" not in message
+
+
+def test_download_without_huggingface_hub(hub_registry, monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if it were not installed
+    with pytest.raises(MedLVMError, match="pip install huggingface_hub"):
+        download_model("lvm-test", consent=True, registry=hub_registry)
+
+
+def test_download_into_a_full_disk_says_so(hub_registry, monkeypatch):
+    def full(repo_id, local_dir, **options):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    hub = ModuleType("huggingface_hub")
+    hub.snapshot_download = full
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    with pytest.raises(MedLVMError, match="could not write org/llama .*No space left.*MEDLVM_CACHE"):
+        download_model("lvm-test", consent=True, registry=hub_registry)

@@ -110,3 +110,40 @@ def test_repeated_positions_without_temporal_tags(tmp_path):
         ds.save_as(path)
     with pytest.raises(InputError, match="repeats slice positions"):
         read_phases(tmp_path / "dicom")
+
+
+THICK = Geometry((0.9, 1.1, 5.5), (10.0, -20.0, 30.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+
+
+def thick_phases(n=2, slices=6) -> Phases:
+    array = np.random.default_rng(1).integers(-1000, 1500, (n, slices, 5, 6)).astype(np.float32)
+    return Phases(array, THICK)
+
+
+@pytest.mark.parametrize("options", [{}, {"single_series": True, "phase_in_description": False}])
+def test_same_slice_missing_in_every_phase_is_refused(tmp_path, options):
+    """Slice 2 (z = 41 mm) is missing from every phase: the 11 mm gap must not be read as 5.5 mm spacing."""
+    write_dicom_phases(thick_phases(), tmp_path / "dicom", **options)
+    for path in (tmp_path / "dicom").glob("phase_*_0002.dcm"):
+        path.unlink()
+    with pytest.raises(InputError, match=r"gap of 11 mm between slices at 35\.5 and 46\.5 mm.*5\.5 mm") as info:
+        read_phases(tmp_path / "dicom")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_slice_in_a_single_volume_is_refused(tmp_path):
+    write_dicom_phases(thick_phases(1), tmp_path / "one")
+    next((tmp_path / "one").glob("phase_000_0004.dcm")).unlink()
+    with pytest.raises(InputError, match=r"between slices at 46\.5 and 57\.5 mm"):
+        read_dicom_volume(tmp_path / "one")
+
+
+def test_rounding_in_slice_positions_is_not_a_gap(tmp_path):
+    ct = thick_phases(1)
+    write_dicom_phases(ct, tmp_path / "one")
+    for k, path in enumerate(sorted((tmp_path / "one").glob("*.dcm"))):  # positions off by up to 4 micrometres
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [10.0, -20.0, 30.0 + 5.5 * k + (0.004 if k % 2 else -0.004)]
+        ds.save_as(path)
+    volume = read_dicom_volume(tmp_path / "one")
+    assert volume.array.shape == ct.array.shape[1:] and abs(volume.geometry.spacing[2] - 5.5) < 0.01

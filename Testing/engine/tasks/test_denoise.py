@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from MedLVMLib.engine import lvm
-from MedLVMLib.errors import MedLVMError
+from MedLVMLib.errors import MedLVMError, TaskOutputError
 from MedLVMLib.evaluation import metrics
 from MedLVMLib.tasks import denoise
+from MedLVMLib.tasks.prompts import Pairs
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,21 @@ def test_unknown_method_is_an_error():
 def test_example_volumes_on_different_grids_are_an_error():
     with pytest.raises(MedLVMError, match="differ in size"):
         denoise.volume_pairs(np.zeros((2, 8, 8)), np.zeros((2, 8, 9)))
+
+
+def test_medlvm_output_stays_in_the_input_range_with_a_warning(model, caplog):
+    """Soft tissue only (-38..179 HU): the random model answers with air (-1000 HU), which is clipped."""
+    clean = np.full((3, 40, 48), 40.0, np.float32)
+    clean[:, 10:30, 10:38] = 120.0
+    noisy = clean + np.random.default_rng(0).normal(0, 20, clean.shape).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        result = denoise.denoise_volume(noisy, model=model, examples=Pairs(noisy, clean))
+    assert noisy.min() <= result.denoised.min() and result.denoised.max() <= noisy.max()
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("denoising: ")
+    assert "clipped to it" in result.warnings[0] and any("clipped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_model_that_decodes_nan_is_an_error(nan_model):
+    noisy, clean = noisy_phantom()
+    with pytest.raises(TaskOutputError, match="denoising: .*NaN"):
+        denoise.denoise_volume(noisy, model=nan_model, examples=Pairs(noisy, clean))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
+import torch
 
 from MedLVMLib.engine import lvm
-from MedLVMLib.errors import MedLVMError
+from MedLVMLib.errors import MedLVMError, TaskOutputError
 from MedLVMLib.imaging.volume import Geometry, Phases
 from MedLVMLib.tasks import motion
 
@@ -126,3 +129,23 @@ def test_warp_run_also_returns_the_direct_rendering(model):
     assert direct.decoded is None
     np.testing.assert_array_equal(warp.decoded.array, direct.predicted.array)
     assert not np.array_equal(warp.predicted.array, direct.predicted.array)
+
+
+@pytest.mark.parametrize("render", ["direct", "warp"])
+def test_a_model_that_decodes_nan_is_an_error(nan_model, render):
+    """With render "warp", NaN predictions used to come out as the warp's constant fill (-1000 HU everywhere)."""
+    with pytest.raises(TaskOutputError, match="motion: the decoded phases hold .* NaN or infinite"):
+        motion.predict_motion(breathing_box(), 3, 2, model=nan_model, render=render)
+
+
+def test_a_constant_prediction_is_flagged(caplog):
+    constant = lvm.random_model("tiny")  # a decoder that paints every image black: -1000 HU everywhere
+    state = constant.tokenizer.state_dict()
+    state["decoder.conv_out.weight"] = torch.zeros_like(state["decoder.conv_out.weight"])
+    state["decoder.conv_out.bias"] = torch.zeros_like(state["decoder.conv_out.bias"])
+    constant.tokenizer.load_state_dict(state)
+    with caplog.at_level(logging.WARNING):
+        result = motion.predict_motion(breathing_box(), 3, 2, model=constant, render="direct")
+    assert result.warnings == ["motion: the output is -1000 HU everywhere although the input varies; the model is "
+                               "probably broken (try another model)"]
+    assert any(r.getMessage() == result.warnings[0] for r in caplog.records)

@@ -3,6 +3,8 @@ DSC of a known shift, and every kind of bad input."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,50 @@ def test_phase_out_of_range_is_an_error(from_phase):
     ct, labels = moving_square()
     with pytest.raises(MedLVMError, match="from-phase"):
         segment.propagate_phases(np.stack([ct] * 3), labels, from_phase, method="nearest")
+
+
+# ------------------------------------------------------------------------------------------ implausible output
+
+
+def test_a_label_on_no_example_slice_is_dropped_with_a_warning(model, caplog):
+    """Label 9 (a 'vertebra') is drawn only on slice 3, which is not an example: it must not be predicted."""
+    ct, labels = moving_square()
+    labels[3, 0:3, 0:3] = 9
+    with caplog.at_level(logging.WARNING):
+        result = segment.propagate_slices(ct, labels, slices=[0, 5], model=model, names={9: "vertebra"})
+    assert [s["label"] for s in result.segments] == [5]
+    assert 9 not in np.unique(result.labels)
+    unseen = [w for w in result.warnings if "label 9 (vertebra)" in w]
+    assert len(unseen) == 1 and "no example slice" in unseen[0] and unseen[0].startswith("segmentation: ")
+    assert any(r.getMessage() == unseen[0] for r in caplog.records)
+
+
+def _answers_everywhere(model, answers, colours, n_labels, shape, sampling):
+    """A model that paints every pixel of every answer with the first structure (slot 1)."""
+    return np.ones((len(answers),) + tuple(shape), np.uint8)
+
+
+def test_a_prediction_far_larger_than_the_examples_is_flagged(model, monkeypatch):
+    ct, labels = moving_square(n_slices=8)  # a 4 x 4 square (16 voxels) per slice: at most 2 x 16 x 8 is plausible
+    monkeypatch.setattr(segment, "_answers_to_slots", _answers_everywhere)
+    result = segment.propagate_slices(ct, labels, slices=[0, 7], model=model, names={5: "tumour"})
+    assert len(result.warnings) == 1
+    assert "label 5 (tumour): 2,912 voxels predicted" in result.warnings[0] and "256" in result.warnings[0]
+
+
+def test_a_phase_far_larger_than_the_labelled_phase_is_flagged(model, monkeypatch):
+    ct, labels = moving_square(n_slices=4)
+    phases = np.stack([np.roll(ct, d, axis=2) for d in (0, 1, 2)])
+    monkeypatch.setattr(segment, "_answers_to_slots", _answers_everywhere)
+    result = segment.propagate_phases(phases, labels, 1, model=model)
+    assert len(result.warnings) == 2 and all("label 5" in w for w in result.warnings)
+    assert "phase 0" in result.warnings[0] and "phase 2" in result.warnings[1]
+
+
+@pytest.mark.parametrize("method", ["nearest", "registration"])
+def test_plausible_predictions_have_no_warnings(method):
+    ct, labels = moving_square()
+    result = segment.propagate_slices(ct, labels, slices=[0, 5], method=method, spacing=(1.0, 1.0, 2.0))
+    assert result.warnings == []
+    phases = np.stack([np.roll(ct, d, axis=2) for d in (0, 1, 2)])
+    assert segment.propagate_phases(phases, labels, 1, method=method, spacing=(1.0, 1.0, 2.0)).warnings == []

@@ -3,11 +3,13 @@ and bad factors."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from MedLVMLib.engine import lvm
-from MedLVMLib.errors import MedLVMError
+from MedLVMLib.errors import MedLVMError, TaskOutputError
 from MedLVMLib.evaluation import metrics
 from MedLVMLib.imaging.slabs import interpolate, slab_average
 from MedLVMLib.imaging.volume import Geometry
@@ -113,3 +115,25 @@ def test_a_2d_image_is_an_error():
 def test_unknown_axis_is_an_error():
     with pytest.raises(MedLVMError, match="axis"):
         superres.superres_volume(thin_phantom(), 2, axis="q", method="linear")
+
+
+def test_medlvm_output_stays_in_the_input_range_with_a_warning(model, caplog):
+    """The random model plus the consistency step overshoot (-1127..701 HU from a -900..400 HU input)."""
+    thick = slab_average(thin_phantom(), 2, (0,))
+    with caplog.at_level(logging.WARNING):
+        result = superres.superres_volume(thick, 2, model=model)
+    assert thick.min() <= result.volume.min() and result.volume.max() <= thick.max()
+    assert len(result.warnings) == 1 and "clipped to it" in result.warnings[0]
+    assert result.warnings[0].startswith("super-resolution: ") and "-900..400 HU" in result.warnings[0]
+    assert any(result.warnings[0] == r.getMessage() for r in caplog.records)
+
+
+def test_a_model_that_decodes_nan_is_an_error(nan_model):
+    thick = slab_average(thin_phantom(), 2, (0,))
+    with pytest.raises(TaskOutputError, match="super-resolution: .*NaN"):
+        superres.superres_volume(thick, 2, model=nan_model)
+
+
+def test_baselines_have_no_warnings():
+    thick = slab_average(thin_phantom(), 2, (0,))
+    assert superres.superres_volume(thick, 2, method="linear").warnings == []

@@ -83,3 +83,35 @@ def test_tokenizer_then_transformer_export_loads(tmp_path):
 def test_missing_resume_file_fails_early(tmp_path):
     with pytest.raises(MedLVMError, match="no such checkpoint"):
         fit(_tokenizer_recipe(tmp_path), resume=str(tmp_path / "nope.ckpt"))
+
+
+@pytest.mark.parametrize("flags, accelerator, precision, expected", [
+    ({"avx2", "fma"}, "cpu", "bf16-mixed", "32"),          # the AMD EPYC this was measured on
+    ({"avx2"}, "cpu", "bf16-true", "32"),
+    ({"avx2", "amx_bf16"}, "cpu", "bf16-mixed", "bf16-mixed"),
+    ({"avx512_bf16"}, "cpu", "bf16-mixed", "bf16-mixed"),
+    (set(), "cpu", "bf16-mixed", "bf16-mixed"),             # flags unknown (not Linux): left alone
+    ({"avx2"}, "gpu", "bf16-mixed", "bf16-mixed"),
+    ({"avx2"}, "cpu", "32", "32"),
+])
+def test_bf16_falls_back_to_fp32_on_a_cpu_without_bf16(monkeypatch, tmp_path, flags, accelerator, precision,
+                                                        expected):
+    import MedLVMLib.training.run as run_mod
+
+    monkeypatch.setattr(run_mod, "cpu_flags", lambda: flags)
+    recipe = _tokenizer_recipe(tmp_path, accelerator=accelerator, precision=precision)
+    changed, warning = run_mod.cpu_precision(recipe)
+    assert changed.trainer.precision == expected
+    assert bool(warning) == (expected != precision)
+    if warning:
+        assert warning.startswith(f"trainer.precision {precision}: this CPU has no bf16 instructions")
+
+
+def test_the_fp32_fallback_is_what_trains_and_is_recorded(monkeypatch, tmp_path, caplog):
+    import MedLVMLib.training.run as run_mod
+
+    monkeypatch.setattr(run_mod, "cpu_flags", lambda: {"avx2"})
+    with caplog.at_level("WARNING"):
+        fit(_tokenizer_recipe(tmp_path, max_steps=1, precision="bf16-mixed"), enable_progress_bar=False, export=False)
+    assert "precision: '32'" in (tmp_path / "recipe.yaml").read_text(encoding="utf-8")
+    assert any("no bf16 instructions" in r.getMessage() for r in caplog.records)
