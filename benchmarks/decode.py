@@ -13,16 +13,20 @@ B tokens per (weights + average KV cache bytes) / bandwidth. Prints a Markdown t
     python benchmarks/decode.py --batch 1 4 --new-tokens 32 --prompt 256 --threads 1   # quick
     python benchmarks/decode.py --dtype fp32 bf16                 # ours in fp32 and in CPU mixed mode, HF in fp32
     python benchmarks/decode.py --kernels on                      # ours only with MedLVM's CPU kernels
-    python benchmarks/decode.py --device cuda --dtype bf16        # on a GPU
+    python benchmarks/decode.py --device cuda --dtype bf16        # on a GPU (HF static compiled, as HF does there)
+    python benchmarks/decode.py --device cuda --dtype bf16 --config lvm-7b --hf-compile off   # HF eager only
 
 On CPU each of our rows is timed twice by default: with MedLVM's CPU decode kernels (models/cpu_kernels.py)
-and with PyTorch's operators only, so the kernels' gain is measured in the same run.
+and with PyTorch's operators only, so the kernels' gain is measured in the same run. On a GPU every model is
+built there in its own dtype (a 7B model never lands in CPU memory), and HF `generate` with a static cache
+compiles the model (torch.compile, CUDA graphs) unless `--hf-compile off`; compiled HF is warmed up on the
+timed shapes, so compilation is not timed. Rows are printed as each batch size finishes.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import contextlib
 import platform
 import time
 from pathlib import Path
@@ -67,37 +71,74 @@ def cpu_name() -> str:
     return cpu_kernels.cpuinfo("model name") or platform.processor() or platform.machine()
 
 
-def measure_bandwidth(device: torch.device, megabytes: int = 512) -> float:
+def _buffer_megabytes(device: torch.device) -> int:
+    """Big enough that one copy takes far longer than the timer's resolution (an H200 copies 512 MB in 0.2 ms)."""
+    return 2048 if device.type == "cuda" else 512
+
+
+def measure_bandwidth(device: torch.device, megabytes: Optional[int] = None) -> float:
     """Copy bandwidth in GB/s, counting bytes read plus bytes written: the bound's yardstick."""
-    n = megabytes * 2**20 // 4
+    n = (megabytes or _buffer_megabytes(device)) * 2**20 // 4
     src = torch.ones(n, device=device)
     dst = torch.empty_like(src)
     seconds = timed(lambda: dst.copy_(src), device, repeats=5)
     return 2 * n * 4 / seconds / 1e9
 
 
-def measure_read_bandwidth(device: torch.device, megabytes: int = 512) -> float:
+def measure_read_bandwidth(device: torch.device, megabytes: Optional[int] = None) -> float:
     """Read-only bandwidth in GB/s (a sum over the tensor): a decode step only reads, and reads can run faster
     than copies, so speeds above the copy-rate bound are possible; printed beside it."""
-    src = torch.ones(megabytes * 2**20 // 4, device=device)
+    src = torch.ones((megabytes or _buffer_megabytes(device)) * 2**20 // 4, device=device)
     return src.numel() * 4 / timed(lambda: src.sum(), device, repeats=5) / 1e9
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Modules built inside get `dtype` parameters (with `torch.device(...)`: built there, never copied)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def build_models(config: TransformerConfig, device: torch.device, dtypes: list,
                  hf_dtype: Optional[torch.dtype]):
     """Ours in each of `dtypes` ({name: model}) and HF in `hf_dtype` (None: no HF), with the same random weights,
-    plus the fp32 model's `_agreement_logits`, the reference for `accuracy_line`."""
+    plus the fp32 model's `_agreement_logits`, the reference for `accuracy_line`.
+
+    Every model is built on `device` in its own dtype; the fp32 source is freed before returning (a 7B model:
+    27 GB fp32 once, then 13.5 GB per bf16 copy, all on the GPU).
+    """
     torch.manual_seed(0)
-    base = Transformer(config)
+    with torch.device(device):
+        base = Transformer(config)
     with torch.no_grad():
         for p in base.parameters():
             if p.ndim == 2:
                 p.normal_(0.0, 0.02)
-    base = base.eval().to(device)
+    base = base.eval()
     reference = _agreement_logits(base)
-    ours = {name: copy.deepcopy(base).to(dtype=DTYPES[name]) for name in dtypes}
-    if hf_dtype is None:
-        return ours, None, reference
+    weights = base.state_dict()  # HF key names (q/k/v split)
+    ours = {name: _built_in(lambda: Transformer(config), DTYPES[name], device, weights) for name in dtypes}
+    hf = None if hf_dtype is None else _built_in(lambda: _hf_model(config), hf_dtype, device, weights, strict=False)
+    del base, weights
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return ours, hf, reference
+
+
+def _built_in(make: Callable[[], torch.nn.Module], dtype: torch.dtype, device: torch.device, weights: dict,
+              strict: bool = True) -> torch.nn.Module:
+    """`make()` built on `device` in `dtype`, then loaded with `weights` (cast on copy)."""
+    with torch.device(device), default_dtype(dtype):
+        model = make()
+    model.load_state_dict(weights, strict=strict)  # strict=False for HF: its rotary buffers are not in ours
+    return model.eval()
+
+
+def _hf_model(config: TransformerConfig):
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -106,9 +147,7 @@ def build_models(config: TransformerConfig, device: torch.device, dtypes: list,
         num_hidden_layers=config.n_layer, num_attention_heads=config.n_head, num_key_value_heads=config.n_head,
         max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps, tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": config.rope_base})
-    hf = transformers.LlamaForCausalLM(hf_config)
-    hf.load_state_dict(base.state_dict(), strict=False)  # the same weights (HF key names)
-    return ours, hf.to(device=device, dtype=hf_dtype).eval(), reference
+    return transformers.LlamaForCausalLM(hf_config)
 
 
 @torch.inference_mode()
@@ -156,7 +195,8 @@ def run_ours(model, prompt: torch.Tensor, n: int, clock: DecodeClock):
     return generate_images(model, prompt, 1, n, greedy=True, progress=_OurClock(clock))
 
 
-def run_hf(hf, prompt: torch.Tensor, n: int, clock: DecodeClock, codebook_size: int, static: bool):
+def run_hf(hf, prompt: torch.Tensor, n: int, clock: DecodeClock, codebook_size: int, static: bool,
+           compile_static: bool = True):
     from transformers import LogitsProcessor, LogitsProcessorList
 
     class _HFClock(LogitsProcessor):
@@ -164,7 +204,7 @@ def run_hf(hf, prompt: torch.Tensor, n: int, clock: DecodeClock, codebook_size: 
             clock.mark()
             return scores
 
-    extra = {"cache_implementation": "static"} if static else {}
+    extra = {"cache_implementation": "static", "disable_compile": not compile_static} if static else {}
     with torch.inference_mode():  # LVM's settings: specials suppressed, no EOS
         return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
                            do_sample=False, eos_token_id=None, pad_token_id=codebook_size,
@@ -172,9 +212,17 @@ def run_hf(hf, prompt: torch.Tensor, n: int, clock: DecodeClock, codebook_size: 
                            logits_processor=LogitsProcessorList([_HFClock()]), **extra)
 
 
-def decode_rate(run: Callable[[int, DecodeClock], object], batch: int, new_tokens: int, device, repeats: int):
-    """Best of `repeats`: (decode tokens/s, prefill seconds, cpu/wall ratio during decode)."""
-    run(2, DecodeClock(device), warmup=True)  # allocations, first-call overheads
+def decode_rate(run: Callable[[int, DecodeClock], object], batch: int, new_tokens: int, device, repeats: int,
+                full_warmup: bool = False):
+    """Best of `repeats`: (decode tokens/s, prefill seconds, cpu/wall ratio during decode).
+
+    The warm-up (allocations, first-call overheads) is a short run, or with `full_warmup` one of the timed
+    shape: a compiled model recompiles for every new cache length, and that must not be timed.
+    """
+    if full_warmup:
+        run(new_tokens, DecodeClock(device))
+    else:
+        run(2, DecodeClock(device), warmup=True)
     best = (0.0, 0.0, 0.0)
     for _ in range(repeats):
         clock = DecodeClock(device)
@@ -198,6 +246,15 @@ def bound_tokens_per_s(config: TransformerConfig, batch: int, context: float, we
     return batch / ((weights + kv) / (bandwidth * 1e9))
 
 
+HF_CACHES = {"default": (("hf_default", False),), "static": (("hf_static", True),),
+             "both": (("hf_default", False), ("hf_static", True))}
+
+
+def hf_compiles(args, device: torch.device) -> bool:
+    """Whether HF's static-cache `generate` compiles: HF does so by default on accelerators, never on CPU."""
+    return args.hf_compile == "auto" and device.type != "cpu"
+
+
 def bench_batch(args, config, ours: dict, hf, batch: int, device, bandwidth: float) -> list:
     """One row per dtype of ours, all against the same HF timings of this batch size."""
     gen = torch.Generator().manual_seed(batch)
@@ -207,11 +264,12 @@ def bench_batch(args, config, ours: dict, hf, batch: int, device, bandwidth: flo
         return prompt[:, :64] if warmup else prompt
 
     hf_row = {}
-    if hf is not None:
-        for key, static in (("hf_default", False), ("hf_static", True)):
-            hf_row[key], hf_row[key + "_prefill"], _ = decode_rate(
-                lambda n, c, warmup=False, s=static: run_hf(hf, prompt_for(warmup), n, c, config.codebook_size, s),
-                batch, args.new_tokens, device, args.repeats)
+    compiled = hf_compiles(args, device)
+    for key, static in HF_CACHES[args.hf_cache] if hf is not None else ():
+        hf_row[key], hf_row[key + "_prefill"], _ = decode_rate(
+            lambda n, c, warmup=False, s=static: run_hf(hf, prompt_for(warmup), n, c, config.codebook_size, s,
+                                                        compiled),
+            batch, args.new_tokens, device, args.repeats, full_warmup=static and compiled)
     rows = []
     for (name, model), kernels in ((item, k) for item in ours.items() for k in args.kernel_modes):
         row = {"B": batch, "dtype": name, "ops": "kernels" if kernels else "torch ops", **hf_row}
@@ -233,26 +291,37 @@ def bench_batch(args, config, ours: dict, hf, batch: int, device, bandwidth: flo
     return rows
 
 
-def table(rows: list, args, config: TransformerConfig, bandwidth: float, read_bandwidth: float, device) -> str:
+def header(args, config: TransformerConfig, bandwidth: float, read_bandwidth: float, device) -> str:
+    """The run's settings and the table head; `row_line` gives the rows."""
+    static = "compiled (torch.compile, as HF does here)" if hf_compiles(args, device) else "eager"
+    hf = "none" if args.skip_hf else f"{args.hf_dtype or args.dtype[0]}, static cache {static}"
+    return "\n".join([
+        f"Decode benchmark: preset {args.config} ({config.dim}d, {config.n_layer} layers, vocab "
+        f"{config.vocab_size}), prompt {args.prompt}, {args.new_tokens} new tokens, HF {hf}, {device_name(device)}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, {cpu_name()}; copy bandwidth "
+        f"{bandwidth:.1f} GB/s (the bound's), read-only {read_bandwidth:.1f} GB/s",
+        "",
+        "| B | ours (weights / KV, ops) | ours tok/s | HF default tok/s | HF static tok/s | ours / HF default "
+        "| ours / HF static | bound tok/s | ours % of bound | prefill s: ours / HF | cpu/wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"])
+
+
+def row_line(r: dict) -> str:
+    def rate(value: Optional[float]) -> str:
+        return f"{value:.1f}" if value else "-"
+
     def ratio(a: Optional[float], b: Optional[float]) -> str:
         return f"{a / b:.2f}x" if a and b else "-"
 
-    lines = [f"Decode benchmark: preset {args.config} ({config.dim}d, {config.n_layer} layers, vocab "
-             f"{config.vocab_size}), prompt {args.prompt}, {args.new_tokens} new tokens, HF "
-             f"{args.hf_dtype or args.dtype[0]}, {device}, "
-             f"{torch.get_num_threads()} threads, torch {torch.__version__}, {cpu_name()}; copy bandwidth "
-             f"{bandwidth:.1f} GB/s (the bound's), read-only {read_bandwidth:.1f} GB/s",
-             "",
-             "| B | ours (weights / KV, ops) | ours tok/s | HF default tok/s | HF static tok/s | ours / HF default "
-             "| ours / HF static | bound tok/s | ours % of bound | prefill s: ours / HF | cpu/wall |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        hd, hs = r.get("hf_default"), r.get("hf_static")
-        lines.append(f"| {r['B']} | {r['dtype']} / {r['kv']}, {r['ops']} | {r['ours']:.1f} | {hd or 0:.1f} | "
-                     f"{hs or 0:.1f} | {ratio(r['ours'], hd)} | "
-                     f"{ratio(r['ours'], hs)} | {r['bound']:.1f} | {100 * r['ours'] / r['bound']:.0f} % | "
-                     f"{r['prefill']:.2f} / {r.get('hf_default_prefill', 0):.2f} | {r['cpu']:.2f} |")
-    return "\n".join(lines)
+    hd, hs = r.get("hf_default"), r.get("hf_static")
+    hf_prefill = r.get("hf_default_prefill", r.get("hf_static_prefill", 0.0))
+    return (f"| {r['B']} | {r['dtype']} / {r['kv']}, {r['ops']} | {r['ours']:.1f} | {rate(hd)} | {rate(hs)} | "
+            f"{ratio(r['ours'], hd)} | {ratio(r['ours'], hs)} | {r['bound']:.1f} | "
+            f"{100 * r['ours'] / r['bound']:.0f} % | {r['prefill']:.2f} / {hf_prefill:.2f} | {r['cpu']:.2f} |")
+
+
+def device_name(device: torch.device) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
 def main(argv=None) -> int:
@@ -270,6 +339,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=1, help="best of N timings (default 1)")
     parser.add_argument("--skip-hf", action="store_true", help="time only MedLVM's decode")
+    parser.add_argument("--hf-cache", choices=sorted(HF_CACHES), default="both",
+                        help="HF caches to time: default (DynamicCache), static, or both (default)")
+    parser.add_argument("--hf-compile", choices=["auto", "off"], default="auto",
+                        help="auto: HF's own choice (its static cache compiles on accelerators; the warm-up runs the "
+                        "timed shape, so compile time is not timed); off: eager (generate(disable_compile=True))")
     parser.add_argument("--kernels", choices=["both", "on", "off"], default="both",
                         help="on CPU, time ours with MedLVM's CPU kernels, with PyTorch's operators only, or both "
                         "(default)")
@@ -288,8 +362,10 @@ def main(argv=None) -> int:
         args.kernel_modes = [False]
     ours, hf, reference = build_models(config, device, args.dtype, hf_dtype)
     bandwidth, read_bandwidth = measure_bandwidth(device), measure_read_bandwidth(device)
-    rows = [row for b in args.batch for row in bench_batch(args, config, ours, hf, b, device, bandwidth)]
-    print(table(rows, args, config, bandwidth, read_bandwidth, device))
+    print(header(args, config, bandwidth, read_bandwidth, device), flush=True)
+    for b in args.batch:  # each batch's rows as soon as they are measured: a time limit keeps what was done
+        for row in bench_batch(args, config, ours, hf, b, device, bandwidth):
+            print(row_line(row), flush=True)
     for name, model in ours.items():
         if DTYPES[name] != torch.float32:
             print("\n" + accuracy_line(name, model, reference))

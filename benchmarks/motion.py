@@ -12,12 +12,15 @@ weights (speed does not depend on the values) and a synthetic 10-phase case whos
     python benchmarks/motion.py --preset lvm-7b --tokenizer muse-f16-8192 --dtype bf16 --device cuda \
         --slices 128 --size 256 --batch-size 48
 
-Prints one Markdown table: stage, seconds, share; then tokens/s and (CUDA) peak GPU memory.
+Prints one Markdown table: stage, seconds, share; then tokens/s, the generate stage against its memory-bandwidth
+bound (weights + KV cache bytes read per decode step over the measured copy bandwidth, as benchmarks/decode.py
+computes it) and (CUDA) peak GPU memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import time
@@ -43,17 +46,24 @@ from MedLVMLib.tasks import common, motion
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def _load_decode_benchmark():
+    """benchmarks/decode.py, the home of the bandwidth measurement and bound shared by both benchmarks."""
+    spec = importlib.util.spec_from_file_location("medlvm_bench_decode", Path(__file__).with_name("decode.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+decode_bench = _load_decode_benchmark()
+
+
 def random_model(preset: str, tokenizer: str, device: torch.device, dtype: torch.dtype) -> lvm.MedLVMModel:
     """Random weights built directly on the device (a 7B model never touches CPU memory)."""
     torch.manual_seed(0)
-    previous = torch.get_default_dtype()
     with torch.device(device):
         tokenizer_model = VQGAN(TokenizerConfig.from_name(tokenizer)).eval()
-        torch.set_default_dtype(dtype)
-        try:
+        with decode_bench.default_dtype(dtype):
             transformer = Transformer(TransformerConfig.from_name(preset)).eval()
-        finally:
-            torch.set_default_dtype(previous)
     return lvm.MedLVMModel(tokenizer_model, transformer, PreprocessConfig(), f"{preset}+{tokenizer} (random)",
                            device, dtype)
 
@@ -74,8 +84,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def record_generate_calls(transformer: Transformer) -> list:
+    """(batch, cache length) of every generate call, as its KV cache is set up: the batches the engine really
+    used (it halves them on out-of-memory). Wraps this model object's method; nothing else changes."""
+    calls: list = []
+    setup = transformer.setup_caches
+
+    def recording(max_batch_size: int, max_seq_length: int, dtype=None) -> None:
+        setup(max_batch_size, max_seq_length, dtype)
+        calls.append((max_batch_size, max_seq_length))
+
+    transformer.setup_caches = recording
+    return calls
+
+
+def generate_bound_s(transformer: Transformer, calls: list, steps: int, bandwidth: float) -> float:
+    """Seconds the decode steps of `calls` take at the memory-bandwidth bound (prefill not counted).
+
+    Each call decodes `steps` tokens per sentence; its cache holds the prompt plus those steps, so a step reads
+    the weights and, on average, length - steps / 2 positions of KV cache per sentence.
+    """
+    weight_elem = transformer.lm_head.weight.element_size()
+    kv_elem = torch.tensor([], dtype=transformer.compute_dtype()).element_size()
+    return sum(batch * steps / decode_bench.bound_tokens_per_s(transformer.config, batch, length - steps / 2,
+                                                              weight_elem, kv_elem, bandwidth)
+               for batch, length in calls)
+
+
 def run_once(args, model, path: Path, out: Path) -> dict:
     device = model.device
+    calls = record_generate_calls(model.transformer)
     t0 = time.perf_counter()
     phases = read_phases(path)
     t_read = time.perf_counter() - t0
@@ -87,11 +125,14 @@ def run_once(args, model, path: Path, out: Path) -> dict:
     t_write = time.perf_counter() - t1
     stages = {"read": t_read, **{k: result.timings.get(k, 0.0) for k in ("tokenize", "generate", "decode")},
               "render (warp)": result.timings.get("render", 0.0), "write": t_write}
+    n_future = result.predicted.n_phases
+    del model.transformer.setup_caches  # the recording wrapper: back to the class's method
     return {"stages": stages, "tokens": result.tokens_generated, "shape": phases.array.shape,
-            "n_slices": common.n_slices(phases.shape, args.axis)}
+            "n_slices": common.n_slices(phases.shape, args.axis), "calls": calls,
+            "steps": n_future * model.tokens_per_image}
 
 
-def print_table(args, model, report: dict, device: torch.device, build_s: float) -> None:
+def print_table(args, model, report: dict, device: torch.device, build_s: float, bandwidth: float) -> None:
     stages, total = report["stages"], sum(report["stages"].values())
     print(f"\nMedLVM motion benchmark: model {model.model_id}, device {device}, dtype {args.dtype}, "
           f"torch threads {torch.get_num_threads()}")
@@ -103,8 +144,14 @@ def print_table(args, model, report: dict, device: torch.device, build_s: float)
         print(f"| {name} | {seconds:.2f} | {100 * seconds / max(total, 1e-9):.0f} % |")
     print(f"| **total per 4D CT** | **{total:.2f}** | |")
     print(f"\ngenerated {report['tokens']} tokens: {report['tokens'] / max(stages['generate'], 1e-9):.0f} tokens/s")
+    bound = generate_bound_s(model.transformer, report["calls"], report["steps"], bandwidth)
+    batches = ", ".join(str(b) for b, _ in report["calls"])
+    print(f"bandwidth bound of the generate stage: {bound:.2f} s (weights + KV cache read per decode step at "
+          f"{bandwidth:.1f} GB/s copy bandwidth; batches {batches}); measured {stages['generate']:.2f} s, prefill "
+          f"included: **{100 * bound / max(stages['generate'], 1e-9):.0f} % of the bandwidth bound**")
     if device.type == "cuda":
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB "
+              f"({torch.cuda.get_device_name(device)})")
 
 
 def main(argv=None) -> int:
@@ -130,6 +177,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    bandwidth = decode_bench.measure_bandwidth(device)  # before the model: its buffers are freed again
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     if args.preset:
         model = random_model(args.preset, args.tokenizer or args.preset, device, DTYPES[args.dtype])
@@ -148,7 +199,7 @@ def main(argv=None) -> int:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
         report = run_once(args, model, path, Path(tmp) / "pred.seq.nrrd")
-    print_table(args, model, report, device, build_s)
+    print_table(args, model, report, device, build_s, bandwidth)
     return 0
 
 

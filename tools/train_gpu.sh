@@ -3,11 +3,13 @@
 # H100 with bf16: a 256x256 f16 tokenizer (16.3M parameters, 8192 codes; ~4 min) then an LVM-100M-layout
 # transformer (117M parameters, 16-image sentences of 256 tokens; ~5 min + tokenising). Non-medical data only.
 # The exported model folder (MedLVM format) is copied to $RESULT_DIR (default: $OUT when set, else runs/gpu).
+# A session's first GPU call is tools/device_run.sh (benchmarks + a small CT motion model in one 9-minute call);
+# this larger zero-shot recipe (4 + 5 minutes of training by its configs, plus data and start-up) needs its own call.
 #   tools/train_gpu.sh                      # on the GPU machine, from the repository root
 #   medlvm predict motion ... --model runs/gpu/medlvm-100m-zs
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}  # the GPU machine has python3 only
 RUNS=${RUNS:-runs/gpu}
 RESULT_DIR=${RESULT_DIR:-${OUT:-$RUNS}}
 

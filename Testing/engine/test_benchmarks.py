@@ -42,6 +42,27 @@ def test_decode_benchmark_rows(capsys):
     assert "top-1 agreement" in out
 
 
+def test_decode_benchmark_times_only_the_asked_hf_cache(capsys):
+    pytest.importorskip("transformers")
+    decode = load_script("decode")
+    assert decode.main(["--config", "tiny", "--prompt", "16", "--new-tokens", "3", "--batch", "2", "--kernels", "off",
+                        "--hf-cache", "static", "--hf-compile", "off"]) == 0
+    out = capsys.readouterr().out
+    cells = [c.strip() for c in next(r for r in out.splitlines() if r.startswith("| 2 |")).strip("|").split("|")]
+    assert cells[3] == "-" and float(cells[4]) > 0 and cells[5] == "-"  # no HF default timing, no ratio to it
+    assert "static cache eager" in out
+
+
+def test_motion_benchmark_prints_stages_and_the_bandwidth_bound(capsys):
+    motion = load_script("motion")
+    assert motion.main(["--preset", "tiny", "--slices", "8", "--size", "32", "--phases", "3", "--observed", "2",
+                        "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "**total per 4D CT**" in out and "tokens/s" in out
+    bound = re.search(r"bound of the generate stage: ([\d.]+) s .*batches 4, 4\); measured ([\d.]+) s", out)
+    assert bound and 0 < float(bound.group(1)) < float(bound.group(2))
+
+
 def test_baselines_benchmark_prints_every_superres_method(capsys):
     baselines = load_script("baselines")
     assert baselines.main(["--only", "superres", "--shape", "16", "32", "32"]) == 0
