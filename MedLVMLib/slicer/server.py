@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import queue
 import sys
@@ -125,7 +126,8 @@ class Worker:
         out.send({"id": request_id, "event": "started"})
         progress = _progress_for(request_id, out, self._cancel.is_set)
         try:
-            returncode = run_argv([str(a) for a in request["argv"]], progress, self._build_parser)
+            with _warnings_as_events(request_id, out):
+                returncode = run_argv([str(a) for a in request["argv"]], progress, self._build_parser)
         except Cancelled as exc:
             out.send({"id": request_id, "event": "cancelled", "message": str(exc)})
         except MedLVMError as exc:
@@ -141,6 +143,32 @@ class Worker:
                       "traceback": traceback.format_exc()})
         else:
             out.send({"id": request_id, "event": "done", "returncode": int(returncode or 0)})
+
+
+class _WarningEvents(logging.Handler):
+    """Engine warnings (a task's plausibility checks, say) as `log` events starting "Warning:", which the Slicer
+    panel shows after the job, instead of only on stderr."""
+
+    def __init__(self, request_id: str, out: _EventWriter):
+        super().__init__(level=logging.WARNING)
+        self._request_id, self._out = request_id, out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith("Warning:"):
+            message = f"Warning: {message}"
+        self._out.send({"id": self._request_id, "event": "log", "message": message})
+
+
+@contextlib.contextmanager
+def _warnings_as_events(request_id: str, out: _EventWriter):
+    engine = logging.getLogger("MedLVMLib")
+    handler = _WarningEvents(request_id, out)
+    engine.addHandler(handler)
+    try:
+        yield
+    finally:
+        engine.removeHandler(handler)
 
 
 def _shorten(value, limit: int = 120) -> str:
@@ -204,6 +232,7 @@ def _selftest(argv: list[str], progress) -> int:
     parser.add_argument("--fail-write", action="store_true", help="with --out: the disk is full half way")
     parser.add_argument("--fail", choices=["input", "bug"])
     parser.add_argument("--print", default="")
+    parser.add_argument("--warn", default="", help="log this as an engine warning")
     parser.add_argument("--sys-exit", type=int, default=None)
     args = parser.parse_args(argv)
     if args.print:
@@ -216,6 +245,8 @@ def _selftest(argv: list[str], progress) -> int:
             time.sleep(args.delay)
             progress.advance()
     progress.log("selftest finished its steps")
+    if args.warn:
+        logging.getLogger("MedLVMLib.selftest").warning(args.warn)
     if args.fail == "input":
         raise MedLVMError("selftest: a bad input")
     if args.fail == "bug":

@@ -328,3 +328,14 @@ def test_output_under_a_file_is_refused_and_next_job_runs(task_engine, tiny_ct, 
     out = tmp_path / "predicted.seq.nrrd"
     final, _ = run_to_end(task_engine, predict_motion(tiny_ct, out, "--method", "copy-last"))
     assert final.event == "done" and out.is_file()
+
+
+def test_engine_warnings_become_log_events_for_the_panel(client):
+    """A warning logged by the engine (e.g. a task's plausibility check) reaches the client as a "Warning:" log
+    event of that job, which the Slicer panel shows after the job; it is no longer only on stderr."""
+    final, seen = run_to_end(client, ["_selftest", "--steps", "1", "--warn", "label 9 (vertebra): on no example"])
+    assert final.event == "done"
+    warnings = [e for e in seen if e.event == "log" and e.message.startswith("Warning:")]
+    assert [(e.id, e.message) for e in warnings] == [(final.id, "Warning: label 9 (vertebra): on no example")]
+    final, seen = run_to_end(client, ["_selftest", "--steps", "1"])
+    assert not [e for e in seen if e.event == "log" and e.message.startswith("Warning:")]  # the handler left
