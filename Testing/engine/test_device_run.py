@@ -45,7 +45,7 @@ def dry_run(tmp_path_factory):
     env = {**os.environ, "MEDLVM_DEVICE_DRY_RUN": "1", "OUT": str(base / "out"),
            "MEDLVM_DEVICE_WORK": str(base / "work"), "PY": sys.executable}
     done = subprocess.run(["bash", str(REPO / "tools" / "device_run.sh")], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, encoding="utf-8", errors="replace", timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return base / "out", done.stdout
 
