@@ -203,20 +203,8 @@ def test_worker_predicts_motion_from_install_tree(installed, engine, phantom):
     from MedLVMLib.imaging.phases_io import read_phases
 
     out = installed.work_dir / "motion" / "predicted.seq.nrrd"
-    run_job(
-        engine,
-        [
-            "predict",
-            "motion",
-            str(phantom / "ct.seq.nrrd"),
-            "--out",
-            str(out),
-            "--method",
-            "copy-last",
-            "--observed",
-            "3",
-        ],
-    )
+    ct = str(phantom / "ct.seq.nrrd")
+    run_job(engine, ["predict", "motion", ct, "--out", str(out), *"--method copy-last --observed 3".split()])
     source = read_phases(phantom / "ct.seq.nrrd")
     predicted = read_phases(out)
     assert predicted.index_values == pytest.approx(source.index_values[3:])
@@ -229,24 +217,9 @@ def test_worker_propagates_segmentation_from_install_tree(installed, engine, pha
     from MedLVMLib.imaging.volume_io import read_volume
 
     out = installed.work_dir / "segment" / "segmentation.seq.nrrd"
-    run_job(
-        engine,
-        [
-            "predict",
-            "segment",
-            str(phantom / "ct.seq.nrrd"),
-            "--labels",
-            str(phantom / "labels_phase0.nrrd"),
-            "--from-phase",
-            "0",
-            "--names",
-            "2=lungs,6=tumour",
-            "--method",
-            "nearest",
-            "--out",
-            str(out),
-        ],
-    )
+    ct, labels = str(phantom / "ct.seq.nrrd"), str(phantom / "labels_phase0.nrrd")
+    flags = "--from-phase 0 --names 2=lungs,6=tumour --method nearest".split()
+    run_job(engine, ["predict", "segment", ct, "--labels", labels, *flags, "--out", str(out)])
     labels = read_sequence_array(out)
     assert labels.array.shape == (6, 16, 32, 32)
     np.testing.assert_array_equal(labels.array[0], read_volume(phantom / "labels_phase0.nrrd", labels=True).array)
@@ -261,24 +234,8 @@ def test_worker_runs_medlvm_model_from_install_tree(installed, engine, phantom):
     from MedLVMLib.imaging.phases_io import read_phases
 
     out = installed.work_dir / "model" / "predicted.seq.nrrd"
-    run_job(
-        engine,
-        [
-            "predict",
-            "motion",
-            str(phantom / "ct.seq.nrrd"),
-            "--out",
-            str(out),
-            "--observed",
-            "4",
-            "--future",
-            "1",
-            "--axis",
-            "axial",
-            "--device",
-            "cpu",
-        ],
-    )
+    flags = "--observed 4 --future 1 --axis axial --device cpu".split()
+    run_job(engine, ["predict", "motion", str(phantom / "ct.seq.nrrd"), "--out", str(out), *flags])
     source, predicted = read_phases(phantom / "ct.seq.nrrd"), read_phases(out, n_phases=1)
     assert predicted.shape == source.shape and len(predicted.index_values) == 1
     assert np.isfinite(predicted.array).all() and -1100 <= predicted.array.min() <= predicted.array.max() <= 3100
