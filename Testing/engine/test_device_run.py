@@ -59,22 +59,22 @@ def test_dry_run_returns_what_the_device_tool_can_bring_back(dry_run):
         assert path.stat().st_size <= MAX_BYTES, path
         assert re.fullmatch(r"[A-Za-z0-9._-]+", path.name), path
         assert len(path.relative_to(out).parts) <= 3
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["failed_steps"] == [], log[-3000:]
     assert {s["name"] for s in summary["steps"] if s["status"] == 0} >= {"decode-tiny", "motion", "train"}
     assert summary["train"]["ok"] and summary["train"]["stages"]["transformer"]["steps"] >= 1
     assert (out / "curves.png").stat().st_size > 0
-    assert "device_run.sh: dry run 1" in (out / "device_run.log").read_text()
+    assert "device_run.sh: dry run 1" in (out / "device_run.log").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
 def test_dry_run_benchmark_tables_have_their_rows(dry_run):
     out, _ = dry_run
-    decode = (out / "decode.md").read_text()
+    decode = (out / "decode.md").read_text(encoding="utf-8")
     rows = [line for line in decode.splitlines() if re.match(r"\| [12] \| bf16 / ", line)]
     assert len(rows) >= 3  # B 1 and 2 against eager HF, B 2 against the compiled-HF step
     assert all(float(row.split("|")[3]) > 0 for row in rows)
-    motion = (out / "motion.md").read_text()
+    motion = (out / "motion.md").read_text(encoding="utf-8")
     assert "**total per 4D CT**" in motion and "tokens/s" in motion
     assert re.search(r"\*\*\d+ % of the bandwidth bound\*\*", motion)
 
@@ -87,7 +87,7 @@ def test_dry_run_model_parts_rejoin_into_a_loadable_model(dry_run, tmp_path):
     parts = sorted(out.glob("model.tar.part*"))
     assert len(parts) >= 2  # ~28 MB: the split into 15 MB parts is exercised
     joined = b"".join(p.read_bytes() for p in parts)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert hashlib.sha256(joined).hexdigest() == summary["model"]["sha256"]
     with tarfile.open(fileobj=io.BytesIO(joined)) as tar:
         tar.extractall(tmp_path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))

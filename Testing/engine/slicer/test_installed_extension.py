@@ -20,6 +20,7 @@ import pytest
 
 from MedLVMLib.slicer.client import EngineClient
 from MedLVMLib.slicer.protocol import Event
+from Testing.engine.slicer.test_worker import wait_for_event
 
 ROOT = Path(__file__).resolve().parents[3]
 STANDIN = ROOT / "Testing" / "cmake"
@@ -240,5 +241,5 @@ def test_worker_runs_medlvm_model_from_install_tree(installed, engine, phantom):
     assert predicted.shape == source.shape and len(predicted.index_values) == 1
     assert np.isfinite(predicted.array).all() and -1100 <= predicted.array.min() <= predicted.array.max() <= 3100
     engine.send_command("ping")
-    pong = next(e for e in engine.poll(timeout=10) if e.event == "pong")
+    pong = wait_for_event(engine, "pong")
     assert "medlvm-tiny" in pong.message  # the bundled model, found beside the installed package

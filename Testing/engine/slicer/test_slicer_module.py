@@ -621,9 +621,11 @@ def test_logic_predict_motion_model_samples_and_cache(logic, input_sequence, tmp
     assert (mrml.sequence_to_phases(outputs.std).array >= 0).all()
     assert mrml.volume_array(outputs.uncertainty).shape == (4, 5, 6)
     logic.process(input_sequence, observedPhases=3, phasesToPredict=1, device="cpu")
+    from Testing.engine.slicer.test_worker import wait_for_event
+
     engine = logic.engine()
     engine.send_command("ping")
-    pong = next(e for e in engine.poll(timeout=10) if e.event == "pong")
+    pong = wait_for_event(engine, "pong")
     assert len(pong.message.splitlines()) == 1  # one model, loaded once, kept for both requests
     assert _job_folders(tmp_path) == []
 

@@ -38,6 +38,16 @@ def run_to_end(client: EngineClient, argv, timeout=60.0) -> tuple[Event, list[Ev
     return final, seen
 
 
+def wait_for_event(client: EngineClient, kind: str, timeout: float = 30.0) -> Event:
+    """The next event of `kind`, skipping the others (stderr lines of the last job may come first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in client.poll(timeout=0.5):
+            if event.event == kind:
+                return event
+    raise AssertionError(f"no {kind!r} event within {timeout} s")
+
+
 def wait_started(client: EngineClient, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,7 +95,7 @@ def test_ready_ping_and_progress_events(client):
     # prints go to stderr, not the event stream
     assert [e.event for e in seen if "NOT-AN-EVENT" in e.message] == ["stderr"]
     client.send_command("ping")
-    assert any(e.event == "pong" and e.message == "" for e in client.poll(timeout=10))
+    assert wait_for_event(client, "pong").message == ""
 
 
 def test_errors_are_reported_and_worker_survives(client):
