@@ -99,6 +99,11 @@ def _model(config: TaskEvalConfig):
     return resolve_model(config.model, config.device)
 
 
+def labelled_warnings(case: str, method: str, result) -> list:
+    """The plausibility warnings a task result carries, each prefixed with its case and method."""
+    return [f"{case}, {method}: {w}" for w in getattr(result, "warnings", None) or []]
+
+
 def timed(seconds: dict, key: str, fn: Callable, *args, **kwargs):
     """fn(*args, **kwargs), its wall time appended to seconds[key]."""
     start = time.perf_counter()
@@ -208,7 +213,7 @@ def _readable_columns(image: np.ndarray, aspect: float, max_ratio: float = 4.0) 
 
 
 def write_task_report(out: Path, task: str, rows: list, figures: list, seconds: dict, model, config: TaskEvalConfig,
-                  table_metrics: Sequence[tuple]) -> Path:
+                      table_metrics: Sequence[tuple], warnings: Sequence[str] = ()) -> Path:
     import html
 
     from MedLVMLib.evaluation import report
@@ -221,6 +226,9 @@ def write_task_report(out: Path, task: str, rows: list, figures: list, seconds: 
     sections = [("Setup", f"<p>Cases: {html.escape(', '.join(cases))}. Model: {html.escape(str(model_id))}. "
                           f"{html.escape(timing + ' '.join(config.notes))}</p>"
                           f"<p>{html.escape(SETUP_TEXT[task])}</p>")]
+    if warnings:  # outputs that failed a plausibility check: said at the top, not buried in a log
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        sections.append(("Warnings", f"<ul>{items}</ul>"))
     for metric, higher, title in table_metrics:
         png = report.plot_per_phase(rows, metric, out / f"{task}_{metric}.png", ylabel=title,
                                     title=f"{task}: {title} (mean ± sd over cases)")

@@ -12,6 +12,7 @@ from MedLVMLib.evaluation.common import (
     TaskEvalConfig,
     image_cases,
     image_rows,
+    labelled_warnings,
     plot_images,
     setup_evaluation,
     timed,
@@ -28,7 +29,7 @@ def evaluate_denoise(out: Path, config: Optional[TaskEvalConfig] = None, progres
     from MedLVMLib.tasks import denoise, prompts
 
     progress, methods, model, out = setup_evaluation(out, config, denoise.METHODS, progress)
-    rows, figures, seconds = [], [], {}
+    rows, figures, seconds, warnings = [], [], {}, []
     for name, clean, geometry in image_cases(config, config.n_slices, progress):
         pixel = float(np.mean(geometry.spacing[:2]))
         ceiling = tokenizer_ceiling(model, clean) if model is not None else None
@@ -46,8 +47,9 @@ def evaluate_denoise(out: Path, config: Optional[TaskEvalConfig] = None, progres
                 result = timed(seconds, method, denoise.denoise_volume, noisy, method=method, model=model,
                                 examples=examples, pixel_mm=pixel, n_examples=config.n_examples)
                 outputs[method] = result.denoised
+                warnings += labelled_warnings(name, method, result)
                 rows += image_rows(name, setting, method, clean, result.denoised)
             figures.append(plot_images(clean, outputs, out / f"denoise_{name}_{int(photons)}.png",
                                        f"{name}, {setting}", geometry, error_max=200.0))
-    write_task_report(out, "denoise", rows, figures, seconds, model, config, IMAGE_METRICS)
+    write_task_report(out, "denoise", rows, figures, seconds, model, config, IMAGE_METRICS, warnings)
     return rows

@@ -15,6 +15,7 @@ from MedLVMLib.evaluation.common import (
     PHANTOM_STRUCTURES,
     SEG_REAL,
     TaskEvalConfig,
+    labelled_warnings,
     metric_row,
     real_data_folder,
     setup_evaluation,
@@ -78,7 +79,7 @@ def evaluate_segment(out: Path, config: Optional[TaskEvalConfig] = None, progres
     from MedLVMLib.tasks import segment
 
     progress, methods, model, out = setup_evaluation(out, config, segment.METHODS, progress)
-    rows, figures, seconds = [], [], {}
+    rows, figures, seconds, warnings = [], [], {}, []
     for name, phases, labels, structures, geometry in _segment_cases(config, progress):
         ct, lab0 = phases[0], labels[0]
         examples = example_slices(lab0, config.every)
@@ -89,17 +90,19 @@ def evaluate_segment(out: Path, config: Optional[TaskEvalConfig] = None, progres
             result = timed(seconds, f"slices/{method}", segment.propagate_slices, ct, lab0, slices=examples,
                             method=method, model=model, n_examples=config.n_examples, spacing=geometry.spacing)
             preds[method] = result.labels
+            warnings += labelled_warnings(name, method, result)
             rows += mask_rows(name, "slices", method, lab0, result.labels, structures, geometry.spacing, keep)
         figures.append(plot_segmentation(ct, lab0, preds, examples, out / f"segment_{name}.png", name, geometry))
         if phases.shape[0] > 1:
             for method in methods:
                 result = timed(seconds, f"phases/{method}", segment.propagate_phases, phases, lab0, 0,
                                 method=method, model=model, n_examples=config.n_examples, spacing=geometry.spacing)
+                warnings += labelled_warnings(name, method, result)
                 for p in range(1, phases.shape[0]):
                     rows += mask_rows(name, f"phase {p}", method, labels[p], result.labels[p], structures,
                                       geometry.spacing, np.ones(ct.shape, bool))
     write_task_report(out, "segment", rows, figures, seconds, model, config,
-                  [("dsc", True, "DSC"), ("hd95_mm", False, "HD95 (mm)")])
+                      [("dsc", True, "DSC"), ("hd95_mm", False, "HD95 (mm)")], warnings)
     return rows
 
 

@@ -13,6 +13,7 @@ from MedLVMLib.evaluation.common import (
     body_mask,
     image_cases,
     image_rows,
+    labelled_warnings,
     plot_images,
     setup_evaluation,
     timed,
@@ -31,7 +32,7 @@ def evaluate_superres(out: Path, config: Optional[TaskEvalConfig] = None, progre
     from MedLVMLib.tasks import superres
 
     progress, methods, model, out = setup_evaluation(out, config, superres.METHODS, progress)
-    rows, figures, seconds = [], [], {}
+    rows, figures, seconds, warnings = [], [], {}, []
     f = config.factor
     for name, thin, geometry in image_cases(config, None, progress):
         thin = _crop_for_superres(thin, f)
@@ -43,6 +44,7 @@ def evaluate_superres(out: Path, config: Optional[TaskEvalConfig] = None, progre
             result = timed(seconds, method, superres.superres_volume, thick, f, method=method, model=model,
                             planes=planes, n_examples=config.n_examples)
             outputs[method] = result.volume
+            warnings += labelled_warnings(name, method, result)
             if method == "medlvm":
                 outputs["medlvm (raw)"] = result.raw
         truth_frames = np.moveaxis(thin[:, planes], 1, 0)  # (planes, Z, X) coronal frames
@@ -54,7 +56,7 @@ def evaluate_superres(out: Path, config: Optional[TaskEvalConfig] = None, progre
         figures.append(plot_images(thin[:, planes], {m: v[:, planes] for m, v in outputs.items()},
                                    out / f"superres_{name}.png", f"{name}, thick slices x{f}", geometry,
                                    error_max=300.0, view="coronal"))
-    write_task_report(out, "superres", rows, figures, seconds, model, config, IMAGE_METRICS)
+    write_task_report(out, "superres", rows, figures, seconds, model, config, IMAGE_METRICS, warnings)
     return rows
 
 

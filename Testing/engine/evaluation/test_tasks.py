@@ -119,3 +119,20 @@ def test_case_names_without_making_the_cases(tmp_path, shared_data):
     assert case_names(TaskEvalConfig(n_phantoms=0, shared_data=tmp_path)) == []
     assert case_names(TaskEvalConfig(n_phantoms=0, shared_data=shared_data)) == ["real-totalseg-abdomen",
                                                                                  "real-4dlung-p113"]
+
+
+def test_task_warnings_are_listed_at_the_top_of_the_report(tmp_path):
+    from types import SimpleNamespace
+
+    from MedLVMLib.evaluation.common import labelled_warnings, metric_row, write_task_report
+
+    result = SimpleNamespace(warnings=["label 9 (vertebra): on no example slice, so not segmented"])
+    warnings = labelled_warnings("phantom-1000", "medlvm", result) + labelled_warnings("x", "nearest", object())
+    assert warnings == ["phantom-1000, medlvm: label 9 (vertebra): on no example slice, so not segmented"]
+    rows = [metric_row("phantom-1000", "slices", m, "lungs", metric, v)
+            for m in ("medlvm", "nearest") for metric, v in (("dsc", 0.9), ("hd95_mm", 2.0))]
+    table = [("dsc", True, "DSC"), ("hd95_mm", False, "HD95 (mm)")]
+    page = write_task_report(tmp_path, "segment", rows, [], {}, None, TaskEvalConfig(), table, warnings).read_text()
+    assert page.index("Warnings") < page.index("<table") and "label 9 (vertebra): on no example slice" in page
+    quiet = write_task_report(tmp_path, "segment", rows, [], {}, None, TaskEvalConfig(), table).read_text()
+    assert "Warnings" not in quiet
