@@ -19,8 +19,7 @@ def tumour_si_mm(labels: np.ndarray, label_id: int, geometry) -> list[float]:
     """Superior-inferior (LPS z) tumour centroid per phase of labels [P, Z, Y, X]; NaN where it is absent."""
     from MedLVMLib.tasks.clinical import centroid_mm
 
-    return [float(centroid_mm(phase == label_id, geometry)[2]) if (phase == label_id).any() else float("nan")
-            for phase in labels]
+    return [float(centroid_mm(phase == label_id, geometry)[2]) for phase in labels]  # NaN for an empty mask
 
 
 def lung_volumes(phases: Phases) -> list[float]:
