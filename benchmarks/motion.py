@@ -8,23 +8,33 @@ weights (speed does not depend on the values) and a synthetic 10-phase case whos
     python benchmarks/motion.py                                   # demo size, bundled model, CPU
     python benchmarks/motion.py --preset medlvm-tiny --threads 1  # same size, random weights, one thread
     python benchmarks/motion.py --preset tiny --slices 16 --size 32 --phases 6 --observed 3   # seconds
+    # clinical size: a real CT at its native grid with synthetic breathing, the model's working grid against
+    # every native slice, each in its own process (seconds per stage and peak memory side by side):
+    python benchmarks/motion.py --real ../shared/data/4dlung_p113_phase40.nii.gz --grid both --render warp
+    python benchmarks/motion.py --real ../shared/data/4dlung_p113_phase40.nii.gz --real-shape 140,512,512 \
+        --grid model --render warp
     # the issue's GPU case (goal: <= 40 s per patient on one H100):
     python benchmarks/motion.py --preset lvm-7b --tokenizer muse-f16-8192 --dtype bf16 --device cuda \
         --slices 128 --size 256 --batch-size 48
 
 Prints one Markdown table: stage, seconds, share; then tokens/s, the generate stage against its memory-bandwidth
 bound (weights + KV cache bytes read per decode step over the measured copy bandwidth, as benchmarks/decode.py
-computes it) and (CUDA) peak GPU memory.
+computes it), the process's peak resident memory and (CUDA) peak GPU memory. With --grid both, one table with a
+column per grid (each run in a fresh process, so that each peak memory is its own).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -118,25 +128,28 @@ def run_once(args, model, path: Path, out: Path) -> dict:
     phases = read_phases(path)
     t_read = time.perf_counter() - t0
     result = motion.predict_motion(phases, args.observed, n_future=args.future, model=model, axis=args.axis,
-                                   batch_size=args.batch_size, seed=0, greedy=args.greedy, render=args.render)
+                                   batch_size=args.batch_size, seed=0, greedy=args.greedy, render=args.render,
+                                   grid=args.grid)
     _sync(device)
     t1 = time.perf_counter()
     write_phases(result.predicted, out, overwrite=True)
     t_write = time.perf_counter() - t1
-    stages = {"read": t_read, **{k: result.timings.get(k, 0.0) for k in ("tokenize", "generate", "decode")},
-              "render (warp)": result.timings.get("render", 0.0), "write": t_write}
+    stages = {"read": t_read, "resample": result.timings.get("resample", 0.0),
+              **{k: result.timings.get(k, 0.0) for k in ("tokenize", "generate", "decode")},
+              f"render ({args.render})": result.timings.get("render", 0.0), "write": t_write}
     n_future = result.predicted.n_phases
     del model.transformer.setup_caches  # the recording wrapper: back to the class's method
     return {"stages": stages, "tokens": result.tokens_generated, "shape": phases.array.shape,
-            "n_slices": common.n_slices(phases.shape, args.axis), "calls": calls,
-            "steps": n_future * model.tokens_per_image}
+            "n_slices": common.n_slices(result.working_shape, args.axis), "calls": calls,
+            "steps": n_future * model.tokens_per_image, "working_shape": result.working_shape}
 
 
 def print_table(args, model, report: dict, device: torch.device, build_s: float, bandwidth: float) -> None:
     stages, total = report["stages"], sum(report["stages"].values())
     print(f"\nMedLVM motion benchmark: model {model.model_id}, device {device}, dtype {args.dtype}, "
           f"torch threads {torch.get_num_threads()}")
-    print(f"case {report['shape']} (phases, Z, Y, X); {args.axis} sentences: {report['n_slices']} slices, "
+    print(f"case {report['shape']} (phases, Z, Y, X); grid {args.grid}: the model works on "
+          f"{tuple(report['working_shape'])}; {args.axis} sentences: {report['n_slices']} slices, "
           f"{args.observed} observed -> {report['shape'][0] - args.observed if args.future is None else args.future} "
           f"predicted; model built/loaded in {build_s:.1f} s\n")
     print("| stage | seconds | share |\n|---|---:|---:|")
@@ -149,9 +162,57 @@ def print_table(args, model, report: dict, device: torch.device, build_s: float,
     print(f"bandwidth bound of the generate stage: {bound:.2f} s (weights + KV cache read per decode step at "
           f"{bandwidth:.1f} GB/s copy bandwidth; batches {batches}); measured {stages['generate']:.2f} s, prefill "
           f"included: **{100 * bound / max(stages['generate'], 1e-9):.0f} % of the bandwidth bound**")
+    print(f"peak resident memory of the process: {peak_rss_gib():.2f} GiB")
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB "
               f"({torch.cuda.get_device_name(device)})")
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def real_case(ct: Path, shape: Optional[str], n_phases: int) -> Phases:
+    """A real CT with synthetic breathing at its native grid (or resampled to `shape` = "Z,Y,X" first)."""
+    from MedLVMLib.imaging.volume_io import read_volume
+    from MedLVMLib.synthetic.realct import breathe_real_ct
+
+    native = read_volume(ct).array.shape
+    case = breathe_real_ct(ct, seed=0, n_phases=n_phases, max_shape=tuple(native))
+    if not shape:
+        return case.phases
+    from MedLVMLib.imaging import resample
+
+    target = tuple(int(v) for v in shape.split(","))
+    grid = resample.grid_over(resample.Grid(case.phases.shape, case.phases.geometry), target)
+    array = np.stack([resample.resample(v, target) for v in case.phases.array])
+    return Phases(array, grid.geometry)
+
+
+def compare_grids(argv: list, path: Path) -> None:
+    """Each grid in a fresh process on the same case file; one table with both."""
+    reports = {}
+    for grid in ("native", "model"):
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+            report_path = Path(handle.name)
+        command = [sys.executable, __file__, *argv, "--grid", grid, "--input", str(path), "--json", str(report_path)]
+        subprocess.run(command, check=True)
+        reports[grid] = json.loads(report_path.read_text())
+        report_path.unlink()
+    native, model = reports["native"], reports["model"]
+    print("\n## working grid against every native slice (same case, same model, one process each)\n")
+    print(f"case {tuple(native['shape'])}; native grid {tuple(native['working_shape'])}, "
+          f"model grid {tuple(model['working_shape'])}\n")
+    print("| stage | native grid s | model grid s | speed-up |\n|---|---:|---:|---:|")
+    for name in native["stages"]:
+        a, b = native["stages"][name], model["stages"].get(name, 0.0)
+        ratio = f"{a / b:.1f}x" if a > 1e-3 and b > 1e-3 else "-"
+        print(f"| {name} | {a:.2f} | {b:.2f} | {ratio} |")
+    ta, tb = sum(native["stages"].values()), sum(model["stages"].values())
+    print(f"| **total per 4D CT** | **{ta:.2f}** | **{tb:.2f}** | **{ta / max(tb, 1e-9):.1f}x** |")
+    print(f"| peak resident memory (GiB) | {native['peak_rss_gib']:.2f} | {model['peak_rss_gib']:.2f} | |")
 
 
 def main(argv=None) -> int:
@@ -172,8 +233,24 @@ def main(argv=None) -> int:
     parser.add_argument("--render", default="direct", choices=("direct", "warp"),
                         help="direct (the model's own cost, default here) or warp (adds the registrations)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--grid", default="model", choices=("model", "native", "both"),
+                        help="the model's working grid, every native slice, or both in separate processes")
+    parser.add_argument("--real", type=Path, default=None,
+                        help="a real CT (NIfTI, NRRD...): breathed synthetically at its native grid")
+    parser.add_argument("--real-shape", default=None, help="with --real: resample the 4D CT to Z,Y,X first")
+    parser.add_argument("--input", type=Path, default=None, help="a 4D CT file to run on (instead of a made case)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     parser.add_argument("--warmup", action="store_true", help="run once untimed first (CUDA kernels, caches)")
     args = parser.parse_args(argv)
+    if args.grid == "both":
+        raw = list(sys.argv[1:] if argv is None else argv)
+        passed = [a for i, a in enumerate(raw) if a not in ("--grid", "--grid=both")
+                  and not (i and raw[i - 1] == "--grid")]  # the children get --grid and --input (wins over --real)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "ct.seq.nrrd"
+            write_phases(make_case(args, None), path)
+            compare_grids(passed, path)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -187,20 +264,29 @@ def main(argv=None) -> int:
     else:
         model = lvm.load_model(args.model, device=device, dtype=DTYPES[args.dtype])
     build_s = time.perf_counter() - t0
-    if args.slices or args.size:
-        case_phases = synthetic_case(args.phases, args.slices or 64, args.size or model.image_size, args.axis)
-    else:
-        case_phases = phantom.demo_case().phases
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "ct.seq.nrrd"
-        write_phases(case_phases, path)
+        path = args.input
+        if path is None:
+            path = Path(tmp) / "ct.seq.nrrd"
+            write_phases(make_case(args, model.image_size), path)
         if args.warmup:
             run_once(args, model, path, Path(tmp) / "warm.seq.nrrd")
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
         report = run_once(args, model, path, Path(tmp) / "pred.seq.nrrd")
     print_table(args, model, report, device, build_s, bandwidth)
+    if args.json:
+        figures = {k: report[k] for k in ("stages", "tokens", "shape", "working_shape")}
+        args.json.write_text(json.dumps({**figures, "peak_rss_gib": peak_rss_gib(), "build_s": build_s}))
     return 0
+
+
+def make_case(args, image_size: Optional[int]) -> Phases:
+    if args.real:
+        return real_case(args.real, args.real_shape, args.phases)
+    if args.slices or args.size:
+        return synthetic_case(args.phases, args.slices or 64, args.size or image_size or 64, args.axis)
+    return phantom.demo_case().phases
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ Two ways to render the predicted volumes:
               with that field. The model supplies the motion, the native image the detail; the
               tokenizer's blur affects both sides of the registration alike.
 
+Grid "model" (the default) runs encoding, generation, decoding and registration on the model's working
+grid (imaging/resample.py: slices at the model resolution, never finer than native) and brings the motion
+back to the native grid as a displacement field: the same frames reach the model, at a fraction of the
+cost on a clinical-size CT. Grid "native" sends every native slice through the model (the earlier way).
+
 Axis "multi" runs coronal, sagittal and axial sentences and fuses the decoded volumes voxel-wise
 (mean or median). `samples` > 1 draws several continuations and reports their mean and standard
 deviation (an uncertainty map).
@@ -28,6 +33,7 @@ import numpy as np
 
 from MedLVMLib.engine.sentences import MotionSentence
 from MedLVMLib.errors import MedLVMError
+from MedLVMLib.imaging import resample
 from MedLVMLib.imaging.volume import Phases, continue_index
 from MedLVMLib.progress import Progress, ensure
 from MedLVMLib.tasks import common, output_checks
@@ -35,6 +41,8 @@ from MedLVMLib.tasks import common, output_checks
 AXIS_CHOICES = ("coronal", "sagittal", "axial", "multi")
 RENDER_CHOICES = ("direct", "warp")
 FUSE_CHOICES = ("mean", "median")
+GRID_CHOICES = ("model", "native")
+DEFAULT_GRID = "model"
 DEFAULT_AXIS = "coronal"
 DEFAULT_RENDER = "warp"  # chosen by the evaluation (docs/motion/README.md)
 DEFAULT_TOTAL_PHASES = 10
@@ -52,8 +60,9 @@ class MotionResult:
     mean / std: Phases over `n_samples` samples, None when n_samples == 1.
     timings: seconds per stage (tokenize, generate, decode, render).
     tokens_generated: transformer tokens sampled in total (for tokens/s).
-    decoded: with render="warp", the first sample as rendered "direct" (the decoded frames), so both
-        renderings of one generation can be compared; None otherwise.
+    decoded: with render="warp", the first sample as rendered "direct" (the decoded frames, on the input's
+        grid), so both renderings of one generation can be compared; None otherwise. Made on first access.
+    working_shape: the [Z, Y, X] grid the model worked on (the input's shape with grid="native").
     """
 
     predicted: Phases
@@ -65,8 +74,16 @@ class MotionResult:
     model_id: str = ""
     timings: dict = field(default_factory=dict)
     tokens_generated: int = 0
-    decoded: Optional[Phases] = None
+    direct: Optional[Callable[[], Phases]] = None  # makes `decoded`
     warnings: list = field(default_factory=list)  # implausible output, one line each (see output_checks)
+    working_shape: tuple = ()
+    _decoded: Optional[Phases] = field(default=None, repr=False)
+
+    @property
+    def decoded(self) -> Optional[Phases]:
+        if self._decoded is None and self.direct is not None:
+            self._decoded = self.direct()
+        return self._decoded
 
 
 def resolve_n_future(n_phases: int, n_observed: int, n_future: Optional[int]) -> int:
@@ -79,7 +96,8 @@ def resolve_n_future(n_phases: int, n_observed: int, n_future: Optional[int]) ->
 
 
 def check_motion_args(phases: Any, n_observed: int, n_future: Optional[int], axis: str = DEFAULT_AXIS,
-                      render: str = DEFAULT_RENDER, samples: int = 1, fuse: str = "mean") -> int:
+                      render: str = DEFAULT_RENDER, samples: int = 1, fuse: str = "mean",
+                      grid: str = DEFAULT_GRID) -> int:
     """Validate the request before any heavy work; returns the resolved n_future."""
     if not isinstance(phases, Phases):
         shape = getattr(phases, "shape", None)
@@ -98,7 +116,7 @@ def check_motion_args(phases: Any, n_observed: int, n_future: Optional[int], axi
         raise MedLVMError(f"nothing to predict: --observed {n_observed} leaves {future} phases "
                           "(pass --future N or observe fewer phases)")
     for name, value, choices in (("axis", axis, AXIS_CHOICES), ("render", render, RENDER_CHOICES),
-                                 ("fuse", fuse, FUSE_CHOICES)):
+                                 ("fuse", fuse, FUSE_CHOICES), ("grid", grid, GRID_CHOICES)):
         if value not in choices:
             raise MedLVMError(f"--{name} must be one of {', '.join(choices)}, got '{value}'")
     if samples < 1:
@@ -132,27 +150,31 @@ def _fuse(volumes: list[np.ndarray], fuse: str) -> np.ndarray:
 
 
 def warp_render(native_last: np.ndarray, recon_last: np.ndarray, decoded: np.ndarray, geometry,
-                progress: Optional[Progress] = None) -> np.ndarray:
+                progress: Optional[Progress] = None, working=None) -> np.ndarray:
     """Warp the native last observed phase onto each decoded prediction.
 
     Args:
         native_last: HU [Z, Y, X], the last observed phase as acquired.
-        recon_last: HU [Z, Y, X], the same phase through the tokenizer (encode + decode).
-        decoded: HU [F, Z, Y, X], the decoded predictions.
-        geometry: the volumes' `Geometry` (or ITK-order spacing).
+        recon_last: HU, the same phase through the tokenizer (encode + decode), on the working grid.
+        decoded: HU [F, ...], the decoded predictions on the working grid.
+        geometry: the native volumes' `Geometry`.
+        working: the working `resample.Grid` (None: the native grid).
     Returns:
-        float32 [F, Z, Y, X]: native detail, predicted motion.
+        float32 [F, Z, Y, X] on the native grid: native detail, predicted motion. The fields are registered on
+        the working grid and interpolated to every native voxel.
     """
     from MedLVMLib.imaging import registration
 
     progress = ensure(progress)
+    native = resample.Grid(tuple(native_last.shape), geometry)
+    working = native if working is None else working
     progress.stage("register", len(decoded))
-    out = []
-    for target in decoded:
-        displacement = registration.register(target, recon_last, geometry, **WARP_REGISTRATION)
-        out.append(np.asarray(registration.warp(native_last, displacement, geometry, order=1), dtype=np.float32))
+    out = np.empty((len(decoded),) + tuple(native_last.shape), np.float32)
+    for i, target in enumerate(decoded):
+        displacement = registration.register(target, recon_last, working.geometry, **WARP_REGISTRATION)
+        resample.warp_with_field(native_last, displacement, native, working, out=out[i])
         progress.advance()
-    return np.stack(out)
+    return out
 
 
 @dataclass
@@ -189,7 +211,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
                    device: str = "auto", temperature: float = 1.0, top_p: float = 1.0,
                    greedy: Optional[bool] = None,
                    batch_size: Optional[int] = None, render: str = DEFAULT_RENDER, fuse: str = "mean",
-                   dtype: Any = None, progress: Optional[Progress] = None) -> MotionResult:
+                   dtype: Any = None, grid: str = DEFAULT_GRID, progress: Optional[Progress] = None) -> MotionResult:
     """Predict the phases after the first `n_observed` of a 4D CT.
 
     Args:
@@ -204,10 +226,12 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         batch_size: slices per model call (None: chosen by the engine; halved on out-of-memory).
         render: "direct" (decoded frames) or "warp" (native last phase warped by the predicted motion).
         dtype: transformer weights when `model` is loaded here ("fp32" | "bf16" | "fp16"; None: per device).
+        grid: "model" (work on the model's working grid, motion back to the native grid as a field) or
+            "native" (every native slice through the model).
     Returns:
         MotionResult with `predicted` [n_future, Z, Y, X] HU on the input's geometry.
     """
-    n_future = check_motion_args(phases, n_observed, n_future, axis, render, samples, fuse)
+    n_future = check_motion_args(phases, n_observed, n_future, axis, render, samples, fuse, grid)
     greedy = samples == 1 if greedy is None else bool(greedy)
     if greedy and samples > 1:  # before the model loads
         raise MedLVMError("several samples need sampling: greedy decoding gives the same prediction every time")
@@ -221,26 +245,34 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    runs = [_encode_axis(model, observed.array, a, sentence, batch_size, progress) for a in axes]
+    native = resample.Grid(observed.shape, observed.geometry)
+    working = working_grid(native, axes, model.image_size) if grid == "model" else native
+    on_working = _to_grid(observed.array, working.shape)
+    timings["resample"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    runs = [_encode_axis(model, on_working, a, sentence, batch_size, progress) for a in axes]
+    del on_working
     timings["tokenize"] = time.perf_counter() - t0
     recon_last = None
     if render == "warp":
-        recon_last = _fuse([common.decode_to_volume(model, r.last_codes, r.axis, observed.shape, batch_size)
+        recon_last = _fuse([common.decode_to_volume(model, r.last_codes, r.axis, working.shape, batch_size)
                             for r in runs], fuse)
         output_checks.require_finite(TASK, recon_last, "decoded phases")
 
     outputs, first_decoded = [], None
     for s in range(samples):
         seed_s = None if seed is None else int(seed) + s
-        per_axis = [_sample_axis(model, r, sentence, n_future, observed.shape, {**sampling, "seed": seed_s},
+        per_axis = [_sample_axis(model, r, sentence, n_future, working.shape, {**sampling, "seed": seed_s},
                                  batch_size, progress, timings) for r in runs]
-        decoded = _fuse(per_axis, fuse)  # (F, Z, Y, X)
+        decoded = _fuse(per_axis, fuse)  # (F, working grid)
         output_checks.require_finite(TASK, decoded, "decoded phases")  # before a NaN field warps to a constant
+        t1 = time.perf_counter()
         if render == "warp":
             first_decoded = decoded if first_decoded is None else first_decoded
-            t1 = time.perf_counter()
-            decoded = warp_render(observed.array[-1], recon_last, decoded, observed.geometry, progress)
-            timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t1
+            decoded = warp_render(observed.array[-1], recon_last, decoded, observed.geometry, progress, working)
+        else:
+            decoded = _to_grid(decoded, native.shape)
+        timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t1
         outputs.append(decoded)
 
     stack = np.stack(outputs)  # (S, F, Z, Y, X)
@@ -249,10 +281,28 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     if samples > 1:
         mean = _predicted_phases(observed, stack.mean(axis=0))
         std = _predicted_phases(observed, stack.std(axis=0))
-    tokens = len(axes) * samples * runs[0].prompt.shape[0] * n_future * model.tokens_per_image
-    direct = None if first_decoded is None else _predicted_phases(observed, first_decoded)
+    tokens = samples * sum(r.prompt.shape[0] for r in runs) * n_future * model.tokens_per_image
+    direct = None
+    if first_decoded is not None:
+        def direct() -> Phases:
+            return _predicted_phases(observed, _to_grid(first_decoded, native.shape))
     return MotionResult(_predicted_phases(observed, stack[0]), mean, std, samples, axis, render,
-                        getattr(model, "model_id", ""), timings, tokens, direct, warnings)
+                        getattr(model, "model_id", ""), timings, tokens, direct, warnings, tuple(working.shape))
+
+
+def working_grid(native, axes: list, image_size: int):
+    """One grid for every slicing axis of the request: per array axis, the finest any of them needs."""
+    grids = [resample.working_grid(native, a, image_size) for a in axes]
+    if len(grids) == 1:
+        return grids[0]
+    return resample.grid_over(native, tuple(np.max([g.shape for g in grids], axis=0)))
+
+
+def _to_grid(volumes: np.ndarray, shape: tuple) -> np.ndarray:
+    """[V, ...] volumes resampled to `shape` (returned as they are when already there)."""
+    if tuple(volumes.shape[1:]) == tuple(shape):
+        return volumes
+    return np.stack([resample.resample(v, shape) for v in volumes])
 
 
 def check_prediction(stack: np.ndarray, observed: np.ndarray, preprocess) -> list:

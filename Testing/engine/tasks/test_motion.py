@@ -149,3 +149,20 @@ def test_a_constant_prediction_is_flagged(caplog):
     assert result.warnings == ["motion: the output is -1000 HU everywhere although the input varies; the model is "
                                "probably broken (try another model)"]
     assert any(r.getMessage() == result.warnings[0] for r in caplog.records)
+
+
+def test_model_grid_works_coarse_and_answers_on_the_native_grid(model):
+    phases = breathing_box(shape=(12, 40, 48))  # coronal frames 12 x 48 for a 32-pixel model, 40 slices of 2 mm
+    fine = motion.predict_motion(phases, 5, n_future=2, model=model, grid="native")
+    coarse = motion.predict_motion(phases, 5, n_future=2, model=model)  # grid="model" by default
+    assert fine.working_shape == phases.shape
+    # x: 48 -> 32 voxels of 3 mm; z stays (12 < 32); y: no finer than 3 mm -> 80 mm / 3 mm = 27 slices
+    assert coarse.working_shape == (12, 27, 32)
+    assert coarse.predicted.array.shape == fine.predicted.array.shape == (2,) + phases.shape
+    assert coarse.tokens_generated == 27 * 2 * model.tokens_per_image < fine.tokens_generated
+    assert coarse.decoded.array.shape == (2,) + phases.shape and coarse.decoded.geometry == phases.geometry
+
+
+def test_unknown_grid_is_refused_before_loading_a_model():
+    with pytest.raises(MedLVMError, match="grid"):
+        motion.predict_motion(breathing_box(), 5, model="/nonexistent/model", grid="fine")
