@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from MedLVMLib.engine import memory
 from MedLVMLib.engine.checkpoints.formats import Checkpoint, load_checkpoint
 from MedLVMLib.engine.checkpoints.registry import load_registry, resolve_model_folder
 from MedLVMLib.engine.config import PreprocessConfig, TokenizerConfig, TransformerConfig
@@ -137,7 +138,7 @@ def encode_images(model: MedLVMModel, images: Any, batch_size: Optional[int] = N
         progress.advance(rgb.shape[0])
         return codes.cpu().numpy()
 
-    parts = chunked(run, len(x), batch_size)
+    parts = chunked(run, len(x), memory.image_batch(model.device, batch_size))
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, model.tokens_per_image), np.int64)
 
 
@@ -158,7 +159,7 @@ def decode_codes(model: MedLVMModel, codes: Any, batch_size: Optional[int] = Non
         progress.advance(grid.shape[0])
         return images.float().cpu().numpy()
 
-    parts = chunked(run, len(c), batch_size)
+    parts = chunked(run, len(c), memory.image_batch(model.device, batch_size))
     size = model.image_size
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, size, size), np.float32)
 
@@ -170,7 +171,8 @@ def generate(model: MedLVMModel, prompt_codes: Any, n_images: int, *, temperatur
     """Continue B visual sentences (B, T) by n_images images: int64 (B, n_images, tokens_per_image).
 
     Sampling follows LVM (temperature 1, top-p 1, no EOS stop, special tokens suppressed); greedy is an option.
-    Batches of batch_size rows (None = all at once) are retried at half size on GPU out-of-memory.
+    Batches of batch_size rows (None: as many as fit, `auto_generation_batch`) are retried at half size on GPU
+    out-of-memory.
     seed: rows start..stop of a batch use seed + start, so a fixed batch_size gives reproducible samples.
     """
     prompt = torch.as_tensor(np.asarray(prompt_codes) if not isinstance(prompt_codes, torch.Tensor) else prompt_codes)
@@ -190,7 +192,25 @@ def generate(model: MedLVMModel, prompt_codes: Any, n_images: int, *, temperatur
             raise
         return out.cpu().numpy()
 
+    if batch_size is None:
+        batch_size = auto_generation_batch(model, len(prompt), prompt.shape[1], n_images)
     parts = chunked(run, len(prompt), batch_size)
     model.transformer.clear_caches()
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, n_images, model.tokens_per_image),
                                                                          np.int64)
+
+
+def auto_generation_batch(model: MedLVMModel, n_sentences: int, prompt_length: int, n_images: int) -> int:
+    """Sentences per generate call from the KV cache and prefill they need and the device's free memory
+    (engine/memory.py); on a CPU from a fixed budget, so that seeded samples do not depend on the machine's load."""
+    transformer = model.transformer
+    block = transformer.config.block_size
+    length = min(prompt_length + n_images * model.tokens_per_image, block)
+    element = torch.tensor([], dtype=transformer.compute_dtype()).element_size()
+    batch = memory.generation_batch(transformer.config, n_sentences, length, min(prompt_length, block), element,
+                                    model.device)
+    if batch < n_sentences:
+        log.info("generating %d sentences in batches of %d: %s", n_sentences, batch,
+                 memory.describe(transformer.config, length, min(prompt_length, block), element,
+                                 memory.weight_bytes(transformer), batch))
+    return batch
