@@ -24,6 +24,17 @@ def engine_command(python: Optional[str] = None) -> list[str]:
     return [python or sys.executable, "-m", "MedLVMLib", "worker"]
 
 
+CREATE_NO_WINDOW = 0x08000000  # subprocess.CREATE_NO_WINDOW, which exists only on Windows
+
+
+def popen_options() -> dict:
+    """Platform-specific `Popen` arguments for the worker: its own session on POSIX (so cancel can end its whole
+    process group), and no console window on Windows (Slicer is a GUI program; a console would stay open)."""
+    if sys.platform == "win32":
+        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", CREATE_NO_WINDOW)}
+    return {"start_new_session": os.name == "posix"}
+
+
 def kill_process_tree(process: subprocess.Popen) -> None:
     """End `process` and every process it started (a launcher such as PythonSlicer starts the real Python)."""
     if process.poll() is not None:
@@ -133,7 +144,7 @@ class EngineClient:
             self._process = subprocess.Popen(
                 self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True, encoding="utf-8", errors="replace", bufsize=1, env=self.env, cwd=self.cwd,
-                start_new_session=(os.name == "posix"),
+                **popen_options(),
             )
         except OSError as exc:
             raise EngineError(f"could not start the MedLVM engine ({' '.join(self.command)}): {exc}") from exc

@@ -86,7 +86,10 @@ def encode(obj: dict) -> str:
 # --------------------------------------------------------------------------- task requests
 
 TASKS = ("motion", "segment", "denoise", "superres")
-OUTPUT_NAMES = {"motion": "predicted.seq.nrrd", "segment": "segmentation.seq.nrrd"}
+OUTPUT_NAMES = {"motion": "predicted.seq.nrrd", "segment": "segmentation.seq.nrrd", "denoise": "denoised.nrrd",
+                "superres": "superres.nrrd"}
+VOLUME_TASKS = ("denoise", "superres")  # one scalar volume in, one out (a sequence: one job per item)
+SUPERRES_AXES = ("z", "xy")
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,10 @@ class TaskRequest:
     seed: int = 0
     method: str = "medlvm"
     from_phase: int = 0  # segment: the phase (item number) the example segmentation was drawn on
+    factor: int = 2  # superres: whole number >= 2
+    superres_axis: str = "z"  # superres: "z" thinner slices, "xy" finer pixels
+    photons: float = 0.0  # denoise: library dose level; 0: the one nearest the input's noise
+    n_examples: int = 0  # denoise / superres: example pairs per sentence; 0: the engine's default
     extra: tuple = ()
 
     @property
@@ -111,6 +118,13 @@ class TaskRequest:
             raise MedLVMError(f"task '{self.task}' is not available from the Slicer module yet "
                               f"(available: {', '.join(OUTPUT_NAMES)})")
         return OUTPUT_NAMES[self.task]
+
+    @property
+    def output_suffix(self) -> str:
+        """What the result's name adds to the input's: "predicted", "segmentation", "denoised", "x2"."""
+        self.output_name  # noqa: B018 - validates the task
+        return {"motion": "predicted", "segment": "segmentation", "denoise": "denoised"}.get(
+            self.task, f"x{self.factor}")
 
 
 def task_argv(request: TaskRequest, input_path: str, out_path: str, labels_path: Optional[str] = None,
@@ -133,11 +147,31 @@ def task_argv(request: TaskRequest, input_path: str, out_path: str, labels_path:
             raise MedLVMError("segmentation propagation needs an example segmentation on one phase")
         argv += ["--labels", str(labels_path), "--from-phase", str(request.from_phase)]
         argv += ["--names", str(names_path)] if names_path else []
+    elif request.task in VOLUME_TASKS:
+        argv += _volume_task_argv(request)
     if request.method == "medlvm" and request.model:
         argv += ["--model", request.model]
-    if request.axis:
+    if request.axis and request.task not in VOLUME_TASKS:  # their --axis is superres_axis
         argv += ["--axis", request.axis]
     return argv + [str(a) for a in request.extra]
+
+
+def _volume_task_argv(request: TaskRequest) -> list[str]:
+    """The denoise / superres options; raises MedLVMError for a value the engine would refuse."""
+    argv = []
+    if request.n_examples < 0:
+        raise MedLVMError(f"the number of example pairs must be positive, not {request.n_examples}")
+    if request.n_examples and request.method == "medlvm":
+        argv += ["--n-examples", str(request.n_examples)]
+    if request.task == "denoise":
+        if request.photons < 0:
+            raise MedLVMError(f"the dose level (photons) must be positive, not {request.photons:g}")
+        return argv + (["--photons", f"{request.photons:g}"] if request.photons and request.method == "medlvm" else [])
+    if int(request.factor) != request.factor or request.factor < 2:
+        raise MedLVMError(f"the super-resolution factor must be a whole number >= 2, not {request.factor}")
+    if request.superres_axis not in SUPERRES_AXES:
+        raise MedLVMError(f"super-resolution axis '{request.superres_axis}' is not one of {', '.join(SUPERRES_AXES)}")
+    return argv + ["--factor", str(int(request.factor)), "--axis", request.superres_axis]
 
 
 def segments_file(out_path: str) -> str:

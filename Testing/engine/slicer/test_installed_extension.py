@@ -154,7 +154,12 @@ def test_ctest_registers_the_in_app_tests(installed):
         ["ctest", "--show-only=json-v1"], cwd=installed.build_dir, capture_output=True, text=True, timeout=60
     )
     names = sorted(test["name"] for test in json.loads(result.stdout)["tests"])
-    assert names == ["py_MedLVM", "py_MedLVMEngineTest", "py_nomainwindow_qSlicerMedLVMModuleGenericTest"]
+    assert names == [
+        "py_MedLVM",
+        "py_MedLVMEngineTest",
+        "py_MedLVMTasksTest",
+        "py_nomainwindow_qSlicerMedLVMModuleGenericTest",
+    ]
 
 
 def test_clean_interpreter_uses_the_install_tree_only(installed):

@@ -299,6 +299,7 @@ def test_ui_has_every_widget_the_code_uses():
 EXPECTED_WIDGET_CLASS = {
     "vtkMRMLSequenceNode": "qMRMLNodeComboBox",
     "vtkMRMLSegmentationNode": "qMRMLNodeComboBox",
+    "vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox",
     "Choice": "QComboBox",
     "int": "QSpinBox",
 }
@@ -319,6 +320,11 @@ def test_ui_parameter_bindings_match_parameter_node():
         "seed",
         "exampleSegmentation",
         "fromPhase",
+        "inputVolume",
+        "factor",
+        "superresAxis",
+        "photons",
+        "exampleCount",
     } <= set(bound)
     for name, widget in bound.items():
         annotation = fields[name]
@@ -529,8 +535,16 @@ def test_logic_rejects_bad_requests(logic, input_sequence, tmp_path):
     with pytest.raises(ValueError, match="at least 7 phases"):
         logic.process(input_sequence, observedPhases=7)
     with pytest.raises(Exception, match="not available from the Slicer module"):
-        logic.process(input_sequence, task="superres", observedPhases=3)
-    assert _job_folders(tmp_path) == []
+        logic.process(input_sequence, task="volumetric-magic", observedPhases=3)
+    with pytest.raises(ValueError, match="factor must be a whole number >= 2, not 1"):
+        logic.process(input_sequence, task="superres", factor=1)
+    import slicer
+
+    segmentations = input_sequence.GetScene().AddNewNodeByClass("vtkMRMLSequenceNode", "contours")
+    segmentations.SetDataNodeAtValue(slicer.vtkMRMLSegmentationNode(), "0")
+    with pytest.raises(ValueError, match="'contours' holds vtkMRMLSegmentationNode items: select a sequence of scalar"):
+        logic.process(segmentations, task="denoise")
+    assert _job_folders(tmp_path) == [] and not logic.busy
 
 
 def _has_predict_motion() -> bool:
@@ -741,9 +755,23 @@ class _FakePathLineEdit(_FakeWidget):
             self.currentPathChanged.emit(path)
 
 
+class _FakePlainTextEdit(_FakeWidget):
+    """QPlainTextEdit: appendPlainText adds a line (the .ui's maximumBlockCount is not emulated)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def appendPlainText(self, text):
+        self.lines.append(text)
+
+    def clear(self):
+        self.lines = []
+
+
 def _fake_ui() -> types.SimpleNamespace:
     """What slicer.util.childWidgetVariables gives for MedLVM.ui: one fake per named widget."""
-    fakes = {"QComboBox": _FakeComboBox, "ctkPathLineEdit": _FakePathLineEdit}
+    fakes = {"QComboBox": _FakeComboBox, "ctkPathLineEdit": _FakePathLineEdit, "QPlainTextEdit": _FakePlainTextEdit}
     widgets = {name: fakes.get(w.get("class"), _FakeWidget)() for name, w in _ui_widgets().items()}
     return types.SimpleNamespace(**widgets)
 
@@ -887,7 +915,7 @@ def test_results_are_discarded_when_the_input_left_the_scene(logic, input_sequen
     assert finished == [
         (
             None,
-            "The input sequence left the scene while MedLVM ran (was the scene closed?); the results were discarded.",
+            "The input left the scene while MedLVM ran (was the scene closed?); the results were discarded.",
         )
     ]
     assert _sequence_names(scene) == names and _job_folders(tmp_path) == [] and not logic.lastJobCancelled
@@ -907,6 +935,7 @@ def test_engine_warnings_reach_the_panel_after_the_job(widget, monkeypatch):
     widget.onFinished(types.SimpleNamespace(sequence=sequence), None)
     assert shown == ["Warning: lung volume: the prediction moves 0.0 mL, under 10% of the observed 600.0 mL"]
     assert widget.ui.statusLabel.text.endswith("with 1 warning(s): review before use")
+    assert widget.ui.logTextEdit.lines[:2] == ["register: 2/5", shown[0]]
     widget._warnings = []  # what Apply does before the next job
     widget.onFinished(types.SimpleNamespace(sequence=sequence), None)
     assert len(shown) == 1 and widget.ui.statusLabel.text == "Done: 4D CT predicted (5 phases)"
