@@ -23,6 +23,9 @@ n_obs+n_future-1. Phase numbers past the cycle wrap around (phase n_total is pha
   (n ∈ {1, 2, 3}, φ on a fine grid, z0 and b by least squares; n = 1 is the first harmonic) and
   extrapolated to the future phases, which are rebuilt from the modes and warped from the reference.
 
+- "convlstm" / "rmsim": the learned baselines (a ConvLSTM image predictor and an RMSim-style DVF predictor,
+  `baselines.learned_motion`), with the weights shipped in Resources/models/baselines/.
+
 The registration settings (`register_kw`, e.g. smoothing_sigma, levels) go to `registration.register`;
 `observed_fields` may be computed once and passed as `fields=` to both "dvf" and "pca".
 """
@@ -254,9 +257,29 @@ def pca(
     return _output(observed, _warp_reference(observed, future_fields, progress), n_total)
 
 
+def convlstm(observed: Phases, n_future: int, n_total: Optional[int] = None,
+             progress: Optional[Progress] = None, **kw) -> Phases:
+    """The shipped ConvLSTM phase predictor (baselines/learned_motion.py): the future images directly."""
+    from MedLVMLib.baselines import learned_motion
+
+    n_total = _check(observed, n_future, n_total)
+    return learned_motion.predict("convlstm", observed, n_future, n_total, progress=progress)
+
+
+def rmsim(observed: Phases, n_future: int, n_total: Optional[int] = None,
+          progress: Optional[Progress] = None, **kw) -> Phases:
+    """The shipped RMSim-style DVF predictor (baselines/learned_motion.py): the last phase warped."""
+    from MedLVMLib.baselines import learned_motion
+
+    n_total = _check(observed, n_future, n_total)
+    return learned_motion.predict("rmsim", observed, n_future, n_total, progress=progress)
+
+
 MOTION_BASELINES: dict[str, Callable[..., Phases]] = {
     "copy-last": copy_last,
     "mirror": mirror,
     "dvf": dvf,
     "pca": pca,
+    "convlstm": convlstm,
+    "rmsim": rmsim,
 }

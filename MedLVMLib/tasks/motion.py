@@ -48,7 +48,7 @@ DEFAULT_RENDER = "warp"  # chosen by the evaluation (docs/motion/README.md)
 DEFAULT_TOTAL_PHASES = 10
 # Coarse and fast: the decoded predictions are blurry, fine levels would only register noise.
 WARP_REGISTRATION = {"iterations": 30, "levels": (4, 2, 1), "smoothing_sigma": 2.0}
-METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca")
+METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca", "convlstm", "rmsim")
 TASK = "motion"
 
 
@@ -318,7 +318,7 @@ def check_prediction(stack: np.ndarray, observed: np.ndarray, preprocess) -> lis
 
 def predict_with_method(method: str, phases: Phases, n_observed: int = 5, n_future: Optional[int] = None,
                         progress: Optional[Progress] = None, **medlvm_options) -> MotionResult:
-    """Run MedLVM ("medlvm") or a baseline ("copy-last", "mirror", "dvf", "pca") on the same footing."""
+    """Run MedLVM ("medlvm") or a baseline ("copy-last", "mirror", "dvf", "pca", "convlstm", "rmsim") alike."""
     if method == "medlvm":
         return predict_motion(phases, n_observed, n_future, progress=progress, **medlvm_options)
     baselines = _baselines()
