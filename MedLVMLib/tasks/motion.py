@@ -42,6 +42,7 @@ AXIS_CHOICES = ("coronal", "sagittal", "axial", "multi")
 RENDER_CHOICES = ("direct", "warp")
 FUSE_CHOICES = ("mean", "median")
 GRID_CHOICES = ("model", "native")
+COMBINE_CHOICES = ("image", "field")
 DEFAULT_GRID = "model"
 DEFAULT_AXIS = "coronal"
 DEFAULT_RENDER = "warp"  # chosen by the evaluation (docs/motion/README.md)
@@ -163,17 +164,30 @@ def warp_render(native_last: np.ndarray, recon_last: np.ndarray, decoded: np.nda
         float32 [F, Z, Y, X] on the native grid: native detail, predicted motion. The fields are registered on
         the working grid and interpolated to every native voxel.
     """
+    native = resample.Grid(tuple(native_last.shape), geometry)
+    working = native if working is None else working
+    return warp_native(native_last, register_predictions(recon_last, decoded, working, progress), native, working)
+
+
+def register_predictions(recon_last: np.ndarray, decoded: np.ndarray, working,
+                         progress: Optional[Progress] = None) -> np.ndarray:
+    """Fields [F, z, y, x, 3] (mm) from the reconstructed last phase to each decoded prediction, on `working`."""
     from MedLVMLib.imaging import registration
 
     progress = ensure(progress)
-    native = resample.Grid(tuple(native_last.shape), geometry)
-    working = native if working is None else working
     progress.stage("register", len(decoded))
-    out = np.empty((len(decoded),) + tuple(native_last.shape), np.float32)
-    for i, target in enumerate(decoded):
-        displacement = registration.register(target, recon_last, working.geometry, **WARP_REGISTRATION)
-        resample.warp_with_field(native_last, displacement, native, working, out=out[i])
+    fields = []
+    for target in decoded:
+        fields.append(registration.register(target, recon_last, working.geometry, **WARP_REGISTRATION))
         progress.advance()
+    return np.stack(fields)
+
+
+def warp_native(native_last: np.ndarray, fields: np.ndarray, native, working) -> np.ndarray:
+    """The native last phase warped by each field: float32 [F, Z, Y, X] on the native grid."""
+    out = np.empty((len(fields),) + tuple(native_last.shape), np.float32)
+    for i, displacement in enumerate(fields):
+        resample.warp_with_field(native_last, displacement, native, working, out=out[i])
     return out
 
 
@@ -211,7 +225,8 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
                    device: str = "auto", temperature: float = 1.0, top_p: float = 1.0,
                    greedy: Optional[bool] = None,
                    batch_size: Optional[int] = None, render: str = DEFAULT_RENDER, fuse: str = "mean",
-                   dtype: Any = None, grid: str = DEFAULT_GRID, progress: Optional[Progress] = None) -> MotionResult:
+                   dtype: Any = None, grid: str = DEFAULT_GRID, combine: str = "image",
+                   progress: Optional[Progress] = None) -> MotionResult:
     """Predict the phases after the first `n_observed` of a 4D CT.
 
     Args:
@@ -228,10 +243,17 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         dtype: transformer weights when `model` is loaded here ("fp32" | "bf16" | "fp16"; None: per device).
         grid: "model" (work on the model's working grid, motion back to the native grid as a field) or
             "native" (every native slice through the model).
+        combine: with several samples and render="warp": "image" (`predicted` is the first sample) or "field"
+            (`predicted` warps the native last phase by the voxel-wise median of the samples' fields).
     Returns:
         MotionResult with `predicted` [n_future, Z, Y, X] HU on the input's geometry.
     """
     n_future = check_motion_args(phases, n_observed, n_future, axis, render, samples, fuse, grid)
+    if combine not in COMBINE_CHOICES:
+        raise MedLVMError(f"--combine must be one of {', '.join(COMBINE_CHOICES)}, got '{combine}'")
+    if combine == "field" and (render != "warp" or samples < 2):
+        raise MedLVMError("--combine field takes the median of several samples' motion fields: it needs "
+                          "--render warp and --samples 2 or more")
     greedy = samples == 1 if greedy is None else bool(greedy)
     if greedy and samples > 1:  # before the model loads
         raise MedLVMError("several samples need sampling: greedy decoding gives the same prediction every time")
@@ -259,7 +281,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
                             for r in runs], fuse)
         output_checks.require_finite(TASK, recon_last, "decoded phases")
 
-    outputs, first_decoded = [], None
+    outputs, first_decoded, sample_fields = [], None, []
     for s in range(samples):
         seed_s = None if seed is None else int(seed) + s
         per_axis = [_sample_axis(model, r, sentence, n_future, working.shape, {**sampling, "seed": seed_s},
@@ -269,14 +291,20 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         t1 = time.perf_counter()
         if render == "warp":
             first_decoded = decoded if first_decoded is None else first_decoded
-            decoded = warp_render(observed.array[-1], recon_last, decoded, observed.geometry, progress, working)
+            fields = register_predictions(recon_last, decoded, working, progress)
+            if combine == "field":
+                sample_fields.append(fields)
+            decoded = warp_native(observed.array[-1], fields, native, working)
         else:
             decoded = _to_grid(decoded, native.shape)
         timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t1
         outputs.append(decoded)
 
     stack = np.stack(outputs)  # (S, F, Z, Y, X)
-    warnings = check_prediction(stack, observed.array, model.preprocess)
+    first = stack[0]
+    if sample_fields:  # the motion all samples agree on: the voxel-wise median of their fields
+        first = warp_native(observed.array[-1], np.median(np.stack(sample_fields), axis=0), native, working)
+    warnings = check_prediction(np.concatenate([first[None], stack]), observed.array, model.preprocess)
     mean = std = None
     if samples > 1:
         mean = _predicted_phases(observed, stack.mean(axis=0))
@@ -286,7 +314,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     if first_decoded is not None:
         def direct() -> Phases:
             return _predicted_phases(observed, _to_grid(first_decoded, native.shape))
-    return MotionResult(_predicted_phases(observed, stack[0]), mean, std, samples, axis, render,
+    return MotionResult(_predicted_phases(observed, first), mean, std, samples, axis, render,
                         getattr(model, "model_id", ""), timings, tokens, direct, warnings, tuple(working.shape))
 
 

@@ -166,3 +166,18 @@ def test_model_grid_works_coarse_and_answers_on_the_native_grid(model):
 def test_unknown_grid_is_refused_before_loading_a_model():
     with pytest.raises(MedLVMError, match="grid"):
         motion.predict_motion(breathing_box(), 5, model="/nonexistent/model", grid="fine")
+
+
+def test_median_of_the_sampled_fields(model):
+    phases = breathing_box()
+    result = motion.predict_motion(phases, 5, n_future=2, model=model, samples=3, seed=1, combine="field")
+    per_sample = motion.predict_motion(phases, 5, n_future=2, model=model, samples=3, seed=1)
+    # the same samples: their mean agrees, the prediction itself is the median-field warp, not sample 0
+    np.testing.assert_array_equal(result.mean.array, per_sample.mean.array)
+    assert not np.array_equal(result.predicted.array, per_sample.predicted.array)
+    last = phases.array[4]
+    assert result.predicted.array.min() >= last.min() and result.predicted.array.max() <= last.max()
+    with pytest.raises(MedLVMError, match="combine field"):
+        motion.predict_motion(phases, 5, model=model, samples=1, combine="field")
+    with pytest.raises(MedLVMError, match="combine"):
+        motion.predict_motion(phases, 5, model=model, samples=2, combine="vote")
