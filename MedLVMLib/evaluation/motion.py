@@ -158,17 +158,21 @@ def image_rows(case_name: str, phase: str, method: str, truth: np.ndarray, predi
 def score_prediction(case, case_name: str, method: str, predicted: Phases, n_observed: int,
                      progress: Optional[Progress] = None) -> list[dict]:
     """All rows of one method on one case (labels propagated from the last observed phase)."""
+    from MedLVMLib.evaluation.diaphragm import diaphragm_rows
     from MedLVMLib.imaging import registration
 
     geometry = case.phases.geometry
     last_image = case.phases.array[n_observed - 1]
     last_labels = case.labels[n_observed - 1] if case.labels is not None else None
+    lung_ids = [i for i, n in case.label_names.items() if canonical_organ(n) == "lungs"]
     rows = []
     for j, image in enumerate(predicted.array):
         p = n_observed + j
         truth_image, phase = case.phases.array[p], case.phases.labels[p]
         body = case.labels[p] > 0 if case.labels is not None else None
         rows += image_rows(case_name, phase, method, truth_image, image, body)
+        lungs = np.isin(case.labels[p], lung_ids) if case.labels is not None and lung_ids else None
+        rows += diaphragm_rows(case_name, phase, method, truth_image, image, lungs, geometry.spacing[2])
         if last_labels is not None:
             propagated = registration.propagate_labels(last_labels, last_image, image, geometry)
             rows += mask_rows(case_name, phase, method, case.labels[p], propagated, case.label_names,
@@ -326,19 +330,24 @@ def _with_model(config: MotionEvalConfig, model) -> MotionEvalConfig:
 
 def write_motion_report(result: EvalOutputs, out: Path, config: MotionEvalConfig, case_names: Sequence[str],
                         embed: bool = True) -> None:
-    """Figure-3 plot (DSC per phase per organ), other per-phase plots, and report.html (pictures embedded,
-    or linked by name beside it with embed=False)."""
-    from MedLVMLib.evaluation import report
+    """Figure-3 plot (DSC per phase per organ, bootstrap CI bands), other per-phase plots, paired statistics
+    (motion_paired.csv, `statistics.report_parts`), and report.html (pictures embedded, or linked by name beside
+    it with embed=False), which opens with the cases where MedLVM is not better than copy-last."""
+    from MedLVMLib.evaluation import report, statistics
 
     rows = result.rows
-    dsc_png = report.plot_per_phase(rows, "dsc", out / "dsc_per_phase.png", ylabel="DSC",
-                                    title="DSC per predicted phase (labels of the last observed phase propagated)")
+    dsc_png = report.plot_per_phase(rows, "dsc", out / "dsc_per_phase.png", ylabel="DSC", spread="ci",
+                                    title="DSC per predicted phase (labels of the last observed phase propagated; "
+                                    "band: bootstrap 95 % CI)")
     image_png = report.plot_per_phase(rows, "mae_hu", out / "mae_per_phase.png", ylabel="MAE inside body (HU)",
-                                      title="Image error per predicted phase")
+                                      title="Image error per predicted phase (band: bootstrap 95 % CI)", spread="ci")
     result.figures[:0] = [dsc_png, image_png]
+    stats = statistics.report_parts(rows, out)
     model_id = getattr(config.model, "model_id", config.model) or "bundled default"
-    sections = [("Setup", _setup_html(config, case_names, model_id, result.seconds)),
-                ("DSC per predicted phase (Figure 3)", report.image_tag(dsc_png, embed))]
+    sections = [("MedLVM against copy-last", stats.verdict_html)] if stats.verdict_html else []
+    sections += [("Setup", _setup_html(config, case_names, model_id, result.seconds)),
+                 ("DSC per predicted phase (Figure 3)", report.image_tag(dsc_png, embed)),
+                 ("Paired differences per case", stats.paired_html)]
     organs = report.ordered(r["organ"] for r in rows if r["metric"] == "dsc")
     for organ in organs:
         sections.append((f"DSC: {organ}", report.table_html(rows, "dsc", organ)))
@@ -347,6 +356,7 @@ def write_motion_report(result: EvalOutputs, out: Path, config: MotionEvalConfig
     if "tumour" in organs:
         sections.append(("Tumour centroid error (mm)",
                          report.table_html(rows, "centroid_error_mm", "tumour", higher_is_better=False)))
+    sections.append(("Diaphragm error (mm)", report.table_html(rows, "diaphragm_error_mm", "diaphragm", False)))
     for metric, higher in (("mae_hu", False), ("rmse_hu", False), ("psnr_db", True), ("ssim", True)):
         sections.append((f"{metric} inside the body", report.table_html(rows, metric, "body", higher)))
     sections.append(("Image error per predicted phase", report.image_tag(image_png, embed)))

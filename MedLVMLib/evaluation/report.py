@@ -93,9 +93,12 @@ def table_html(rows: Sequence[dict], metric: str, organ: str, higher_is_better: 
 
 
 def plot_per_phase(rows: Sequence[dict], metric: str, path: Path, organs: Optional[Sequence[str]] = None,
-                   title: Optional[str] = None, ylabel: Optional[str] = None) -> Path:
-    """The paper's Figure 3: `metric` per predicted phase, one line per method (mean ± sd over cases),
-    one panel per organ."""
+                   title: Optional[str] = None, ylabel: Optional[str] = None, spread: str = "sd") -> Path:
+    """The paper's Figure 3: `metric` per predicted phase, one line per method (mean over cases), one panel
+    per organ; spread "sd": error bars of ± sd over the cases, "ci": a band of the bootstrap 95 % confidence
+    interval of the mean (`statistics.bootstrap_ci`; no band over a single case)."""
+    if spread not in ("sd", "ci"):
+        raise ValueError(f"spread must be 'sd' or 'ci', got {spread!r}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,6 +107,7 @@ def plot_per_phase(rows: Sequence[dict], metric: str, path: Path, organs: Option
     sel = [r for r in rows if r["metric"] == metric]
     organs = list(organs) if organs else ordered(r["organ"] for r in sel)
     methods, phases = ordered(r["method"] for r in sel), ordered(r["phase"] for r in sel)
+    bands = phase_intervals(sel)
     stats = summarize(sel, ("method", "phase", "organ"))
     ncol = min(len(organs), 3)
     nrow = math.ceil(len(organs) / ncol)
@@ -112,10 +116,15 @@ def plot_per_phase(rows: Sequence[dict], metric: str, path: Path, organs: Option
     width = 0.8 / max(len(methods), 1)
     for ax, organ in zip(axes.flat, organs):
         for j, m in enumerate(methods):
-            mean = np.array([stats.get((m, p, organ), (math.nan,))[0] for p in phases])
-            sd = np.array([stats.get((m, p, organ), (0, math.nan))[1] for p in phases])
+            mean, low, high = (np.array([bands.get((m, p, organ), (math.nan,) * 4)[k] for p in phases])
+                               for k in range(3))
             offset = (j - (len(methods) - 1) / 2) * width * 0.5
-            ax.errorbar(x + offset, mean, yerr=sd, marker="o", ms=4, capsize=2, lw=1.4, label=m)
+            if spread == "ci":
+                line = ax.plot(x + offset, mean, marker="o", ms=4, lw=1.4, label=m)[0]
+                ax.fill_between(x + offset, low, high, color=line.get_color(), alpha=0.15, lw=0)
+            else:
+                sd = np.array([stats.get((m, p, organ), (0, math.nan))[1] for p in phases])
+                ax.errorbar(x + offset, mean, yerr=sd, marker="o", ms=4, capsize=2, lw=1.4, label=m)
         ax.set_title(organ, fontsize=10)
         ax.set_xticks(x, phases, fontsize=8)
         ax.set_xlabel("predicted phase", fontsize=8)
@@ -125,11 +134,22 @@ def plot_per_phase(rows: Sequence[dict], metric: str, path: Path, organs: Option
         ax.axis("off")
     handles, names = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(methods), 6), fontsize=8, frameon=False)
-    fig.suptitle(title or f"{metric} per predicted phase (mean ± sd over cases)", fontsize=11)
+    spread_text = "band: bootstrap 95 % CI of the mean" if spread == "ci" else "± sd"
+    fig.suptitle(title or f"{metric} per predicted phase (mean over cases, {spread_text})", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 0.95))
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def phase_intervals(rows: Sequence[dict]) -> dict:
+    """(method, phase, organ) -> statistics.Interval (mean and bootstrap 95 % CI over the cases)."""
+    from MedLVMLib.evaluation.statistics import bootstrap_ci
+
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for row in rows:
+        groups[(row["method"], row["phase"], row["organ"])].append(float(row["value"]))
+    return {key: bootstrap_ci(values) for key, values in groups.items()}
 
 
 def plot_difference_grid(truth: np.ndarray, predictions: dict[str, np.ndarray], path: Path,

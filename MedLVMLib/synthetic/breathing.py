@@ -13,6 +13,20 @@ it is a *pull* field:  phase_p(x) = reference(x + dvf_p(x))  (backward warping w
   - LR: a small lateral expansion;
   - the tumour follows a chosen trajectory (SI amplitude, AP amplitude, hysteresis) through a local smooth
     correction centred on it.
+
+Irregular breathing, so that no phase is a copy of another (`Breathing.random` draws it per case):
+  - SI hysteresis of the diaphragm, lungs and tumour: + h_si/2 sin(2 pi t) SI, so phase p and its mirror
+    100 % - p differ by h_si sin(2 pi t) (hysteresis of 1-5 mm in about half of the lung tumours of
+    Seppenwoolde et al., IJROBP 53(4):822-834, 2002; AAPM TG-76, Keall et al., Med Phys 33(10):3874, 2006);
+  - the phases of one 4D CT are binned from several breathing cycles: every phase bin gets its own cycle
+    amplitude (relative sd 10-20 %) and end-exhale baseline (sd 1-3 mm SI), of the order of the
+    cycle-to-cycle and baseline variations discussed in TG-76 and by Shirato et al., IJROBP 64(4):1229-1236,
+    2006; such irregularity causes the 4D CT artefacts of Yamamoto et al., IJROBP 72(4):1250-1258, 2008;
+  - sliding at the pleura: the SI field stops at the thoracic cavity (no smoothing across it), so ribs and
+    chest wall keep only the AP and lateral expansion (Vandemeulebroucke et al., Med Phys 39(2):1006, 2012);
+  - lung density falls with lung volume: parenchyma HU lower by 30-50 HU at full amplitude, scaled by the
+    trace (air content follows volume, the relation behind HU-based ventilation imaging, Guerrero et al.,
+    Phys Med Biol 51(4):777, 2006).
 """
 
 from __future__ import annotations
@@ -35,6 +49,10 @@ class Breathing:
     lateral_mm: float = 1.5
     n: int = 2  # Lujan exponent: larger n keeps the trace longer near end-exhale
     phase_shift: float = 0.0  # phi in radians; 0 puts end-inhale at phase 0 %
+    hysteresis_si_mm: float = 0.0  # SI difference of the inhale and exhale paths (diaphragm, lungs, tumour)
+    amplitude_variation: float = 0.0  # relative sd of the amplitude between the cycles of the phase bins
+    baseline_variation_mm: float = 0.0  # sd (mm, SI) of the end-exhale baseline between those cycles
+    density_change_hu: float = 0.0  # lung parenchyma HU drop at full amplitude (lower HU at inhale)
 
     @classmethod
     def random(cls, rng: np.random.Generator, **overrides) -> Breathing:
@@ -46,8 +64,27 @@ class Breathing:
             chest_ap_mm=float(rng.uniform(3.0, 8.0)), lateral_mm=float(rng.uniform(0.5, 2.5)),
             n=int(rng.integers(1, 4)),
         )
+        values.update(hysteresis_si_mm=float(rng.uniform(1.0, 5.0)), amplitude_variation=float(rng.uniform(0.1, 0.2)),
+                      baseline_variation_mm=float(rng.uniform(1.0, 3.0)),
+                      density_change_hu=float(rng.uniform(30.0, 50.0)))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @classmethod
+    def regular(cls, **values) -> Breathing:
+        """Perfectly repeating breathing: no SI hysteresis, no cycle variation, no density change."""
+        return cls(**{**values, "hysteresis_si_mm": 0.0, "amplitude_variation": 0.0, "baseline_variation_mm": 0.0,
+                      "density_change_hu": 0.0})
+
+    def cycle_bins(self, rng: np.random.Generator, n_phases: int) -> CycleBins:
+        """Amplitude factor and SI baseline (mm) of the breathing cycle each phase bin was taken from."""
+        amplitude = np.ones(n_phases)
+        baseline = np.zeros(n_phases)
+        if self.amplitude_variation > 0:
+            amplitude = np.clip(1.0 + self.amplitude_variation * rng.standard_normal(n_phases), 0.5, 1.5)
+        if self.baseline_variation_mm > 0:
+            baseline = self.baseline_variation_mm * rng.standard_normal(n_phases)
+        return CycleBins(amplitude, baseline)
 
     def trace(self, t) -> np.ndarray:
         """cos^{2n}(pi t - phi): 1 at end-inhale, 0 at end-exhale."""
@@ -57,10 +94,31 @@ class Breathing:
         """AP offset (mm) that makes inhale and exhale take different paths."""
         return 0.5 * self.hysteresis_mm * np.sin(2.0 * np.pi * np.asarray(t, dtype=float))
 
-    def tumour_offset(self, t: float) -> np.ndarray:
-        """Pull displacement (x, y, z) mm of the tumour centre at phase fraction t."""
-        c = float(self.trace(t))
-        return np.array([0.0, self.tumour_ap_mm * c + float(self.hysteresis(t)), (self.tumour_si_mm or 0.0) * c])
+    def hysteresis_si(self, t) -> np.ndarray:
+        """SI offset (mm): phase t and its mirror 1 - t differ by hysteresis_si_mm * sin(2 pi t)."""
+        return 0.5 * self.hysteresis_si_mm * np.sin(2.0 * np.pi * np.asarray(t, dtype=float))
+
+    def tumour_offset(self, t: float, amplitude: float = 1.0, baseline_mm: float = 0.0) -> np.ndarray:
+        """Pull displacement (x, y, z) mm of the tumour centre at phase fraction t, in a cycle of relative
+        `amplitude` whose end-exhale baseline lies `baseline_mm` (SI, shared in the tumour's share of the
+        diaphragm motion)."""
+        c = float(self.trace(t)) * amplitude
+        si = self.tumour_si_mm or 0.0
+        share = min(si / self.diaphragm_mm, 1.0) if self.diaphragm_mm > 0 else 0.0
+        return np.array([0.0, self.tumour_ap_mm * c + amplitude * float(self.hysteresis(t)),
+                         si * c + amplitude * float(self.hysteresis_si(t)) + share * baseline_mm])
+
+
+class CycleBins(NamedTuple):
+    """Per phase bin: the relative amplitude and the SI baseline shift (mm) of the cycle it comes from."""
+
+    amplitude: np.ndarray  # (P,)
+    baseline_mm: np.ndarray  # (P,)
+
+    def as_meta(self) -> dict:
+        """JSON lists (rounded) for a case's meta."""
+        return {"amplitude": [round(float(a), 4) for a in self.amplitude],
+                "baseline_mm": [round(float(b), 3) for b in self.baseline_mm]}
 
 
 class MotionRegions(NamedTuple):
@@ -114,15 +172,20 @@ def smooth_mask(mask: np.ndarray, spacing_zyx, sigma_mm: float = 8.0) -> np.ndar
 
 
 def phase_field(regions: MotionRegions, breathing: Breathing, t: float, grid: Grid,
-                tumour_centre: Optional[np.ndarray] = None, tumour_radius_mm: float = 15.0) -> np.ndarray:
-    """Pull displacement field (Z, Y, X, 3) mm, LPS (x, y, z) components, at phase fraction t."""
-    c = float(breathing.trace(t))
+                tumour_centre: Optional[np.ndarray] = None, tumour_radius_mm: float = 15.0,
+                amplitude: float = 1.0, baseline_mm: float = 0.0) -> np.ndarray:
+    """Pull displacement field (Z, Y, X, 3) mm, LPS (x, y, z) components, at phase fraction t of a cycle of
+    relative `amplitude` and SI end-exhale baseline `baseline_mm` (see `Breathing.cycle_bins`)."""
+    c = float(breathing.trace(t)) * amplitude
+    si = breathing.diaphragm_mm * c + amplitude * float(breathing.hysteresis_si(t)) + baseline_mm
     field = np.zeros(regions.si_weight.shape + (3,), dtype=np.float32)
-    field[..., 2] = breathing.diaphragm_mm * c * regions.si_weight
-    field[..., 1] = breathing.chest_ap_mm * c * regions.ap_ramp + float(breathing.hysteresis(t)) * regions.si_weight
+    field[..., 2] = si * regions.si_weight
+    field[..., 1] = (breathing.chest_ap_mm * c * regions.ap_ramp
+                     + amplitude * float(breathing.hysteresis(t)) * regions.si_weight)
     field[..., 0] = -breathing.lateral_mm * c * regions.lateral
     if tumour_centre is not None and breathing.tumour_si_mm is not None:
-        _add_tumour_correction(field, breathing.tumour_offset(t), tumour_centre, tumour_radius_mm, grid)
+        wanted = breathing.tumour_offset(t, amplitude, baseline_mm)
+        _add_tumour_correction(field, wanted, tumour_centre, tumour_radius_mm, grid)
     return field
 
 
@@ -164,24 +227,42 @@ class Breathed(NamedTuple):
     hu: np.ndarray  # (P, Z, Y, X) float32
     labels: Optional[np.ndarray]  # (P, Z, Y, X) uint8
     dvf: np.ndarray  # (P, Z, Y, X, 3) float32 mm
+    bins: Optional[CycleBins] = None  # the cycle each phase bin comes from
+
+
+LUNG_LABEL = 2  # the lungs' id in the phantom's and the real-CT cases' label maps
+
+
+def parenchyma_weight(hu: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """0..1 share of aerated parenchyma: 1 at -700 HU and below inside the lungs, 0 from -200 HU (vessels,
+    walls) up. Its air content, hence its HU, follows the lung volume."""
+    return np.where(lungs, np.clip((-200.0 - hu) / 500.0, 0.0, 1.0), 0.0).astype(np.float32)
 
 
 def breathe(hu: np.ndarray, labels: Optional[np.ndarray], regions: MotionRegions, grid: Grid, breathing: Breathing,
             n_phases: int, tumour_centre: Optional[np.ndarray], tumour_radius_mm: float, noise_hu: float,
             rng: np.random.Generator, progress) -> Breathed:
-    """Warp a reference (end-exhale) CT and its labels to `n_phases` phases at 0, 100/P, ... %, adding noise."""
+    """Warp a reference (end-exhale) CT and its labels to `n_phases` phases at 0, 100/P, ... %, adding noise.
+
+    Each phase bin comes from its own cycle (`Breathing.cycle_bins`); lung parenchyma (label LUNG_LABEL)
+    darkens by `density_change_hu` times the phase's trace."""
     out_hu = np.empty((n_phases,) + hu.shape, dtype=np.float32)
     out_labels = None if labels is None else np.empty((n_phases,) + hu.shape, dtype=np.uint8)
     dvf = np.empty((n_phases,) + hu.shape + (3,), dtype=np.float32)
+    bins = breathing.cycle_bins(rng, n_phases)
     progress.stage("breathing phases", n_phases)
     for p in range(n_phases):
         t = p / n_phases
-        dvf[p] = phase_field(regions, breathing, t, grid, tumour_centre, tumour_radius_mm)
+        dvf[p] = phase_field(regions, breathing, t, grid, tumour_centre, tumour_radius_mm,
+                             float(bins.amplitude[p]), float(bins.baseline_mm[p]))
         out_hu[p] = warp(hu, dvf[p], grid, order=1)
-        if noise_hu > 0:
-            out_hu[p] += correlated_noise(rng, hu.shape, noise_hu)
         if labels is not None:
             out_labels[p] = warp(labels, dvf[p], grid, order=0)
+            drop = breathing.density_change_hu * float(breathing.trace(t)) * float(bins.amplitude[p])
+            if drop > 0:
+                out_hu[p] -= np.float32(drop) * parenchyma_weight(out_hu[p], out_labels[p] == LUNG_LABEL)
+        if noise_hu > 0:
+            out_hu[p] += correlated_noise(rng, hu.shape, noise_hu)
         progress.advance()
     np.round(out_hu, out=out_hu)
-    return Breathed(out_hu, out_labels, dvf)
+    return Breathed(out_hu, out_labels, dvf, bins)

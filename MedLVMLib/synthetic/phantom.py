@@ -264,11 +264,14 @@ def _vessel_tree(p: dict, g: _Axes, lungs: np.ndarray, geometry: Geometry, rng: 
     return out
 
 
-def _motion_regions(p: dict, g: _Axes, shapes: dict, bone: np.ndarray, geometry: Geometry) -> MotionRegions:
+def _motion_regions(p: dict, g: _Axes, shapes: dict, bone: np.ndarray, geometry: Geometry,
+                    sliding: bool = True) -> MotionRegions:
+    """SI weight inside the thoracic cavity; with `sliding` it stops at the pleura (a 1.5 mm edge) instead of
+    fading over 8 mm into the chest wall and ribs, which then move only with the AP and lateral expansion."""
     spacing_zyx = geometry.spacing[::-1]
     cavity = np.broadcast_to(shapes["cavity"], bone.shape)
     moving = cavity & ~bone & ~np.broadcast_to((np.abs(g.x) < 30) & (g.y > 0.4 * p["ay"]), bone.shape)
-    si = smooth_mask(moving, spacing_zyx, 8.0) * si_profile(g.z, p["dome_r"], p["apex"])
+    si = smooth_mask(moving, spacing_zyx, 1.5 if sliding else 8.0) * si_profile(g.z, p["dome_r"], p["apex"])
     y_spine = 0.45 * p["ay"]
     ap = np.clip((y_spine - g.y) / (y_spine + p["ay"]), 0.0, 1.0) * np.ones_like(si)
     body = smooth_mask(np.broadcast_to(shapes["body"], bone.shape), spacing_zyx, 8.0)
@@ -277,8 +280,9 @@ def _motion_regions(p: dict, g: _Axes, shapes: dict, bone: np.ndarray, geometry:
 
 
 def build_anatomy(seed: int = 0, shape: tuple[int, int, int] = (48, 64, 64), tumour_diameter_mm: float = 25.0,
-                  tumour_position: Optional[tuple] = None) -> tuple[Anatomy, Geometry]:
-    """The end-exhale reference anatomy of phantom `seed` on a grid of `shape` (Z, Y, X)."""
+                  tumour_position: Optional[tuple] = None, sliding: bool = True) -> tuple[Anatomy, Geometry]:
+    """The end-exhale reference anatomy of phantom `seed` on a grid of `shape` (Z, Y, X); `sliding`: the
+    lungs slide along the chest wall (see `_motion_regions`)."""
     from scipy import ndimage
 
     rng = np.random.default_rng(seed)
@@ -299,7 +303,7 @@ def build_anatomy(seed: int = 0, shape: tuple[int, int, int] = (48, 64, 64), tum
     labels = _labels(shapes, organs, bone, tumour)
     landmarks = {"dome_right_z_mm": p["dome_r"], "dome_left_z_mm": p["dome_l"], "apex_z_mm": p["apex"],
                  "body_semi_axes_mm": [p["ax"], p["ay"]]}
-    anatomy = Anatomy(hu, labels, _motion_regions(p, g, shapes, bone, geometry), centre, landmarks)
+    anatomy = Anatomy(hu, labels, _motion_regions(p, g, shapes, bone, geometry, sliding), centre, landmarks)
     return anatomy, geometry
 
 
@@ -320,8 +324,12 @@ def make_phantom(seed: int = 0, n_phases: int = 10, shape: tuple[int, int, int] 
                  tumour_diameter_mm: float = 25.0, tumour_position: Optional[tuple] = None,
                  diaphragm_mm: Optional[float] = None, tumour_si_mm: Optional[float] = None,
                  tumour_ap_mm: Optional[float] = None, hysteresis_mm: Optional[float] = None,
-                 noise_hu: float = 15.0, progress: Optional[Progress] = None) -> Case:
+                 noise_hu: float = 15.0, progress: Optional[Progress] = None, regular: bool = False,
+                 sliding: bool = True) -> Case:
     """A breathing 4D CT phantom with labels and ground-truth motion.
+
+    Breathing as in a real 4D CT (`MedLVMLib.synthetic.breathing`): SI hysteresis, each phase bin from its own
+    cycle, density falling with lung volume, sliding lungs; drawn from `seed` (meta "breathing", "phase_bins").
 
     Args:
         shape: (Z, Y, X) voxels over a fixed 264 x 280 x 340 mm field of view (default ~5.5 x 4.4 x 5.3 mm).
@@ -329,21 +337,26 @@ def make_phantom(seed: int = 0, n_phases: int = 10, shape: tuple[int, int, int] 
         diaphragm_mm, tumour_si_mm, tumour_ap_mm, hysteresis_mm: breathing amplitudes; None draws them
             from `seed` (10-30, 5-25, 2-3, 1-5 mm).
         noise_hu: standard deviation of the CT noise per phase (0: noise free).
+        regular: perfectly repeating breathing (no SI hysteresis, cycle variation or density change).
+        sliding: False lets the SI motion fade smoothly into the chest wall (no sliding at the pleura).
     Returns:
         Case with phases at 0, 100/P, ... % (0 % end-inhale), labels [P, Z, Y, X], dvf [P, Z, Y, X, 3] mm.
     """
     from MedLVMLib.synthetic.breathing import breathe
 
     _check_phantom_args(n_phases, shape, tumour_diameter_mm)
-    anatomy, geometry = build_anatomy(seed, shape, tumour_diameter_mm, tumour_position)
+    anatomy, geometry = build_anatomy(seed, shape, tumour_diameter_mm, tumour_position, sliding)
     rng = np.random.default_rng([seed, 1])
     breathing = Breathing.random(rng, diaphragm_mm=diaphragm_mm, tumour_si_mm=tumour_si_mm,
                                  tumour_ap_mm=tumour_ap_mm, hysteresis_mm=hysteresis_mm)
+    if regular:
+        breathing = Breathing.regular(**asdict(breathing))
     result = breathe(anatomy.hu, anatomy.labels, anatomy.regions, Grid.of(geometry, shape), breathing, n_phases,
                      anatomy.tumour_centre, tumour_diameter_mm / 2.0, noise_hu, rng, ensure(progress))
     phases = Phases(result.hu, geometry, source_info={"format": "phantom", "seed": seed})
     meta = {"generator": "MedLVMLib.synthetic.phantom.make_phantom", "seed": seed, "shape": list(shape),
-            "breathing": asdict(breathing), "tumour_centre_mm": anatomy.tumour_centre.tolist(),
+            "breathing": asdict(breathing), "phase_bins": result.bins.as_meta(), "sliding": sliding,
+            "tumour_centre_mm": anatomy.tumour_centre.tolist(),
             "tumour_diameter_mm": tumour_diameter_mm, "noise_hu": noise_hu, "reference": "end-exhale (50 %)",
             "dvf_convention": "pull field: phase(x) = reference(x + dvf(x)); mm; LPS (x, y, z)", **anatomy.landmarks}
     return Case(phases, result.labels, dict(LABEL_NAMES), result.dvf, meta)

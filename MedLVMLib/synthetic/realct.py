@@ -107,8 +107,10 @@ def _lung_mask(hu: np.ndarray, body: np.ndarray) -> np.ndarray:
     return np.isin(components, keep)
 
 
-def _regions(labels: np.ndarray, body: np.ndarray, grid: Grid) -> tuple[MotionRegions, dict]:
-    """Motion weights from the masks: SI motion inside the lungs and abdomen, decaying up to the apex."""
+def _regions(labels: np.ndarray, body: np.ndarray, grid: Grid, sliding: bool = True) -> tuple[MotionRegions, dict]:
+    """Motion weights from the masks: SI motion inside the lungs and abdomen, decaying up to the apex. With
+    `sliding` the SI motion stops at the lungs' edge (one voxel of margin, a 1.5 mm blur) and the chest wall
+    keeps only the AP and lateral expansion; without, it fades over 8 mm around the lungs dilated by 8 mm."""
     from scipy import ndimage
 
     spacing_zyx = grid.spacing[::-1]
@@ -122,9 +124,10 @@ def _regions(labels: np.ndarray, body: np.ndarray, grid: Grid) -> tuple[MotionRe
         z_dome = float(z.max())
         z_apex = z_dome + 150.0
     interior = ndimage.binary_erosion(body, iterations=max(1, int(round(15.0 / min(spacing_zyx)))))
-    near_lungs = ndimage.binary_dilation(lungs, iterations=max(1, int(round(8.0 / min(spacing_zyx)))))
+    margin = 1 if sliding else max(1, int(round(8.0 / min(spacing_zyx))))
+    near_lungs = ndimage.binary_dilation(lungs, iterations=margin)
     moving = (near_lungs | (interior & (z < z_dome + 20.0))) & body & (labels != 5)
-    si = smooth_mask(moving, spacing_zyx, 8.0) * si_profile(z, z_dome, z_apex)
+    si = smooth_mask(moving, spacing_zyx, 1.5 if sliding else 8.0) * si_profile(z, z_dome, z_apex)
     body_y, body_x = y[body], x[body]
     y_ant, y_post = float(np.percentile(body_y, 1)), float(np.percentile(body_y, 99))
     y_spine = y_ant + 0.78 * (y_post - y_ant)
@@ -153,14 +156,18 @@ def breathe_real_ct(ct_path: PathLike, labels_path: Optional[PathLike] = None, s
                     max_shape: tuple[int, int, int] = (64, 96, 96), diaphragm_mm: Optional[float] = None,
                     tumour_si_mm: Optional[float] = None, tumour_ap_mm: Optional[float] = None,
                     hysteresis_mm: Optional[float] = None, noise_hu: float = 0.0,
-                    progress: Optional[Progress] = None) -> Case:
+                    progress: Optional[Progress] = None, regular: bool = False, sliding: bool = True) -> Case:
     """A 4D CT made from one real CT volume and the synthetic breathing model.
+
+    The breathing is irregular as in the phantom (SI hysteresis, one cycle per phase bin, lung density
+    falling with volume, sliding at the pleura; `MedLVMLib.synthetic.breathing`), drawn from `seed`.
 
     Args:
         labels_path: a label map on the CT's grid; None looks for '<name>_labels.nii.gz' beside the CT
             (the '_ct' of the name dropped), names from labels.json there. Without labels: thresholds.
         max_shape: largest (Z, Y, X) grid; the CT is smoothed and resampled onto it (same extent).
         noise_hu: extra CT noise per phase (the source already has its own).
+        regular: perfectly repeating breathing; sliding: False lets the motion fade into the chest wall.
     Returns:
         Case with phases 0, 10, ... % (0 % end-inhale; the source CT is the end-exhale reference), labels and dvf.
     """
@@ -177,18 +184,21 @@ def breathe_real_ct(ct_path: PathLike, labels_path: Optional[PathLike] = None, s
     structures[(hu > 250.0) & body & (structures == 0)] = 5
     structures[body & (structures == 0)] = 1
     grid = Grid.of(geometry, hu.shape)
-    regions, landmarks = _regions(structures, body, grid)
+    regions, landmarks = _regions(structures, body, grid, sliding)
     tumour = structures == 6
     centre = grid.world()[tumour].mean(axis=0) if tumour.any() else None
     radius = (3.0 * tumour.sum() * float(np.prod(geometry.spacing)) / (4 * np.pi)) ** (1 / 3) if tumour.any() else 0
     rng = np.random.default_rng([seed, 2])
     breathing = Breathing.random(rng, diaphragm_mm=diaphragm_mm, tumour_si_mm=tumour_si_mm,
                                  tumour_ap_mm=tumour_ap_mm, hysteresis_mm=hysteresis_mm)
+    if regular:
+        breathing = Breathing.regular(**asdict(breathing))
     result = breathe(hu, structures, regions, grid, breathing, n_phases, centre, float(radius), noise_hu, rng,
                      ensure(progress))
     phases = Phases(result.hu, geometry, source_info={"format": "real CT + synthetic breathing", "path": str(ct_path)})
     meta = {"generator": "MedLVMLib.synthetic.phantom.breathe_real_ct", "source_ct": ct_path.name,
             "labels": label_source, "seed": seed, "breathing": asdict(breathing), "noise_hu": noise_hu,
+            "phase_bins": result.bins.as_meta(), "sliding": sliding,
             "reference": "the source CT",
             "tumour_centre_mm": None if centre is None else [float(v) for v in centre],
             "dvf_convention": "pull field: phase(x) = reference(x + dvf(x)); mm; LPS (x, y, z)", **landmarks}

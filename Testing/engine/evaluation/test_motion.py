@@ -91,6 +91,10 @@ def test_evaluate_motion_writes_report(dataset, tmp_path):
     assert {"dsc_per_phase.png", "mae_per_phase.png", "difference_case0.png"} <= names
     html = result.html.read_text(encoding="utf-8")
     assert "Figure 3" in html and "reference" in html and html.count("data:image/png") == 3
+    paired = (tmp_path / "rep" / "motion_paired.csv").read_text(encoding="utf-8").splitlines()
+    assert paired[0].startswith("metric,organ,method,comparison,against") and len(paired) > 1
+    verdict = html.split("<h2>Setup</h2>")[0]  # the verdict comes before everything else
+    assert "not better than copy-last" in verdict or "better than copy-last on every case" in verdict
     merged = motion_eval.merge_runs([tmp_path / "rep"], tmp_path / "merged", config, embed=False)
     assert len(report.read_csv(merged.csv)) == len(rows)
     assert 'src="dsc_per_phase.png"' in merged.html.read_text(encoding="utf-8")

@@ -21,9 +21,9 @@ def case():
 
 @pytest.fixture(scope="module")
 def quiet():
-    """Noise-free small phantom with fixed amplitudes."""
+    """Noise-free small phantom with fixed amplitudes, breathing regularly (every cycle the same)."""
     return make_phantom(seed=3, n_phases=10, shape=(32, 48, 48), diaphragm_mm=20.0, tumour_si_mm=15.0,
-                        tumour_ap_mm=2.5, hysteresis_mm=4.0, noise_hu=0.0)
+                        tumour_ap_mm=2.5, hysteresis_mm=4.0, noise_hu=0.0, regular=True)
 
 
 def test_shapes_types_and_labels(case):
@@ -150,7 +150,7 @@ def test_real_ct_with_tumour_labels_breathes(shared_data):
     from MedLVMLib.synthetic.phantom import breathe_real_ct
 
     case = breathe_real_ct(shared_data / "4dlung_p113_phase40.nii.gz", n_phases=6, max_shape=(40, 64, 64),
-                           diaphragm_mm=20.0, tumour_si_mm=12.0)
+                           diaphragm_mm=20.0, tumour_si_mm=12.0, regular=True)
     assert case.phases.array.shape[0] == 6 and max(case.phases.shape) <= 64
     assert (case.labels == TUMOUR).any() and (case.labels == LUNGS).any()
     assert np.median(case.phases.array[0][case.labels[0] == TUMOUR]) > -200
@@ -166,7 +166,7 @@ def test_real_ct_with_tumour_labels_breathes(shared_data):
 def test_real_ct_without_tumour(shared_data, name):
     from MedLVMLib.synthetic.phantom import breathe_real_ct
 
-    case = breathe_real_ct(shared_data / name, n_phases=4, max_shape=(32, 48, 48), diaphragm_mm=15.0)
+    case = breathe_real_ct(shared_data / name, n_phases=4, max_shape=(32, 48, 48), diaphragm_mm=15.0, regular=True)
     assert case.phases.array.shape[0] == 4
     assert (case.labels == BODY).any() and (case.labels == BONE).any()
     assert case.dvf[0][..., 2].max() == pytest.approx(15.0, abs=1.0)
