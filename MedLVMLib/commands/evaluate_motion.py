@@ -3,6 +3,9 @@
 Writes into REPORT (a folder): motion_metrics.csv (case, phase, method, organ, metric, value),
 dsc_per_phase.png (the paper's Figure 3), mae_per_phase.png, difference_<case>.png (Figure 5-like
 heatmaps) and report.html (tables + pictures, self-contained).
+Launched by torchrun (`torchrun --nproc_per_node N -m MedLVMLib evaluate motion DATA --out REPORT ...`), the cases
+are spread over the processes; each case's part is kept in REPORT/cases/<case>/, finished cases are skipped on a
+rerun, and rank 0 merges them into the same report (evaluation/cohort.py).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, progress=None) -> int:
     from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.evaluation import cohort
     from MedLVMLib.evaluation import motion as motion_eval
     from MedLVMLib.outputs import atomic_path, check_output_path
     from MedLVMLib.progress import TqdmProgress
@@ -64,6 +68,11 @@ def run(args: argparse.Namespace, progress=None) -> int:
                                        heatmap_cases=args.heatmaps, reference=not args.no_reference)
     for method in methods:
         motion_eval.parse_method(method, config)
+    if cohort.detect_launch().torchrun:
+        if args.make_phantoms or args.real:
+            raise MedLVMError("--make-phantoms / --real under torchrun: make the cases first (e.g. `medlvm phantom "
+                              "DATA/phantom-1000 --seed 1000`, one per case), then launch torchrun on DATA")
+        return cohort.evaluate_motion_cases(args.data, args.out, config, args.overwrite)
     check_output_path(args.out, args.overwrite)
     if args.make_phantoms or args.real:
         motion_eval.make_evaluation_set(args.data, args.make_phantoms, real=args.real, shared_data=args.shared_data,

@@ -6,6 +6,9 @@ Outputs (all written atomically; an existing one is refused without --overwrite)
     <OUT>_mean, <OUT>_std  with --samples N > 1: voxel-wise mean and standard deviation of the N samples
                            (same form as OUT, e.g. pred_mean.seq.nrrd)
     <OUT>_clinical/        with --labels: centroid trajectory (CSV + PNG), amplitude per axis, ITV, MIP
+INPUT may also be a folder of case folders (see `medlvm phantom`): then OUT is a folder with OUT/<case>/ per case
+(predicted.seq.nrrd and cohort-run.json), finished cases are skipped on a rerun, and the cases can be spread over
+processes with `torchrun --nproc_per_node N -m MedLVMLib predict motion CASES --out OUT` (evaluation/cohort.py).
 After the prediction, the motion check (tasks/motion_guard.py) compares the predicted breathing with the
 observed phases; each finding is printed as a "Warning: ..." line (and sent to the Slicer panel).
 """
@@ -131,6 +134,7 @@ def check_outputs(paths, inputs: list, overwrite: bool) -> None:
 
 def run(args: argparse.Namespace, progress=None) -> int:
     from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.evaluation import cohort
     from MedLVMLib.imaging.phases_io import read_phases, write_phases
     from MedLVMLib.imaging.volume import volume_suffix
     from MedLVMLib.progress import TqdmProgress
@@ -145,6 +149,11 @@ def run(args: argparse.Namespace, progress=None) -> int:
     for flag, value in label_flags.items():
         if value is not None and args.labels is None:
             raise MedLVMError(f"{flag} applies to --labels; give the label map with --labels")
+    if cohort.is_case_dataset(args.input):
+        return _predict_cases(args)
+    if cohort.detect_launch().world_size > 1:
+        raise MedLVMError(f"INPUT '{args.input}' is one 4D CT: several torchrun processes need a folder of case "
+                          "folders (see `medlvm phantom`); run one 4D CT without torchrun")
     paths = output_paths(args.out, args.samples, args.labels is not None)
     check_outputs(paths.values(), [args.input, args.labels], args.overwrite)
     phases = read_phases(args.input, progress=progress)
@@ -157,22 +166,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
         args.samples,
     )
     labels = read_labels(args, phases) if args.labels is not None else None
-
-    options = {}
-    if args.method == "medlvm":
-        options = dict(
-            model=args.model,
-            axis=args.axis or motion.DEFAULT_AXIS,
-            samples=args.samples,
-            seed=args.seed,
-            device=args.device,
-            dtype=args.dtype,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            greedy=args.greedy,
-            batch_size=args.batch_size,
-            render=args.render or motion.DEFAULT_RENDER,
-        )
+    options = medlvm_options(args) if args.method == "medlvm" else {}
     result = motion.predict_with_method(args.method, phases, args.observed, n_future, progress=progress, **options)
     write_phases(result.predicted, paths["predicted"], overwrite=args.overwrite, progress=progress)
     if result.mean is not None:
@@ -187,6 +181,31 @@ def run(args: argparse.Namespace, progress=None) -> int:
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def medlvm_options(args: argparse.Namespace) -> dict:
+    """predict_with_method's keyword arguments for --method medlvm."""
+    from MedLVMLib.tasks import motion
+
+    return dict(model=args.model, axis=args.axis or motion.DEFAULT_AXIS, samples=args.samples, seed=args.seed,
+                device=args.device, dtype=args.dtype, temperature=args.temperature, top_p=args.top_p,
+                greedy=args.greedy, batch_size=args.batch_size, render=args.render or motion.DEFAULT_RENDER)
+
+
+def _predict_cases(args: argparse.Namespace) -> int:
+    """INPUT is a folder of cases: one prediction per case in OUT/<case>/, over torchrun's processes if any."""
+    from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.evaluation import cohort
+    from MedLVMLib.imaging.volume import volume_suffix
+
+    if args.labels is not None:
+        raise MedLVMError("--labels applies to one 4D CT, not to a folder of cases")
+    if volume_suffix(args.out) or Path(args.out).resolve() == Path(args.input).resolve():
+        raise MedLVMError(f"--out '{args.out}': with a folder of cases INPUT, --out is a new folder (one subfolder "
+                          "per case), not a file nor INPUT itself")
+    options = medlvm_options(args) if args.method == "medlvm" else {}
+    return cohort.predict_motion_cases(args.input, args.out, args.method, args.observed, args.future, options,
+                                       args.overwrite)
 
 
 class ObservedLabels(NamedTuple):
