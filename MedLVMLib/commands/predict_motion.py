@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 HELP = "predict the next breathing phases of a 4D CT (MedLVM or a baseline)"
-METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca")
+METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca", "convlstm", "rmsim")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--samples", type=flags.POSITIVE_INT, default=1,
                         help="samples to draw (sampled, not greedy); >1 also writes mean and std")
+    parser.add_argument("--combine", default="image", choices=("image", "field"),
+                        help="with --samples > 1 and warp: the prediction is the first sample (image) or the last "
+                        "phase warped by the voxel-wise median of the samples' motion fields (field)")
+    parser.add_argument("--grid", default="model", choices=("model", "native"),
+                        help="model: encode, generate, decode and register on the model's working grid (slices at "
+                        "the model resolution; fast on clinical-size CT), native: every native slice")
     parser.add_argument("--seed", type=flags.SEED, default=0)
     add_decoding_arguments(parser)
     parser.add_argument("--batch-size", type=flags.POSITIVE_INT, default=None,
@@ -189,7 +195,8 @@ def medlvm_options(args: argparse.Namespace) -> dict:
 
     return dict(model=args.model, axis=args.axis or motion.DEFAULT_AXIS, samples=args.samples, seed=args.seed,
                 device=args.device, dtype=args.dtype, temperature=args.temperature, top_p=args.top_p,
-                greedy=args.greedy, batch_size=args.batch_size, render=args.render or motion.DEFAULT_RENDER)
+                greedy=args.greedy, batch_size=args.batch_size, render=args.render or motion.DEFAULT_RENDER,
+                grid=args.grid, combine=args.combine)
 
 
 def _predict_cases(args: argparse.Namespace) -> int:

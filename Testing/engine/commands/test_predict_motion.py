@@ -85,6 +85,13 @@ def test_dtype_flag_loads_bf16_weights(files, tmp_path, monkeypatch):
     assert predicted.array.shape == (2, 10, 12, 14) and np.isfinite(predicted.array).all()
 
 
+def test_median_field_and_native_grid_flags(files, tmp_path):
+    out = tmp_path / "pred.seq.nrrd"
+    assert _predict(files, out, "--samples", "2", "--future", "2", "--combine", "field", "--grid", "native") == 0
+    predicted, mean = read_phases(out), read_phases(tmp_path / "pred_mean.seq.nrrd")
+    assert predicted.array.shape == mean.array.shape == (2, 10, 12, 14)
+
+
 def test_samples_write_mean_and_std(files, tmp_path):
     out = tmp_path / "pred.seq.nrrd"
     assert _predict(files, out, "--samples", "2", "--future", "2") == 0
@@ -122,6 +129,8 @@ def test_labels_give_clinical_outputs(files, tmp_path):
     (["--samples", "2", "--method", "mirror"], "samples"),
     (["--model", "MIXED"], "codes"),
     (["--labels", "ONE_PHASE_LABELS_WRONG_SHAPE"], "shape"),
+    (["--combine", "field"], "--samples 2 or more"),
+    (["--combine", "field", "--samples", "2", "--render", "direct"], "--render warp"),
 ])
 def test_bad_input_writes_nothing(files, tmp_path, capsys, args, message):
     args = [a.replace("MIXED", str(files / "mixed")) for a in args]
