@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--make-phantoms", type=flags.NON_NEGATIVE_INT, default=0, metavar="N",
                         help="first write N held-out phantom cases (seeds 1000..) into DATA")
     parser.add_argument("--real", action="store_true", help="with --make-phantoms: also the real-anatomy cases")
+    parser.add_argument("--real-native", action="store_true",
+                        help="with --real: the real-anatomy cases at their CT's own grid (not resampled to 48x64x64)")
+    parser.add_argument("--second", type=flags.NON_NEGATIVE_INT, default=0, metavar="N",
+                        help="also write N phantoms breathing with the second, independent breathing model")
     parser.add_argument("--shared-data", type=Path, default=None,
                         help="folder with the real CT (default ../shared/data)")
     parser.add_argument("--overwrite", action="store_true",
@@ -69,14 +73,15 @@ def run(args: argparse.Namespace, progress=None) -> int:
     for method in methods:
         motion_eval.parse_method(method, config)
     if cohort.detect_launch().torchrun:
-        if args.make_phantoms or args.real:
-            raise MedLVMError("--make-phantoms / --real under torchrun: make the cases first (e.g. `medlvm phantom "
-                              "DATA/phantom-1000 --seed 1000`, one per case), then launch torchrun on DATA")
+        if args.make_phantoms or args.real or args.second:
+            raise MedLVMError("--make-phantoms / --real / --second under torchrun: make the cases first (e.g. "
+                              "`medlvm phantom DATA/phantom-1000 --seed 1000`, one per case), then launch torchrun "
+                              "on DATA")
         return cohort.evaluate_motion_cases(args.data, args.out, config, args.overwrite)
     check_output_path(args.out, args.overwrite)
-    if args.make_phantoms or args.real:
+    if args.make_phantoms or args.real or args.second:
         motion_eval.make_evaluation_set(args.data, args.make_phantoms, real=args.real, shared_data=args.shared_data,
-                                     progress=progress)
+                                     progress=progress, second=args.second, real_native=args.real_native)
     motion_eval.list_dataset(args.data, args.cases)
     with atomic_path(args.out, args.overwrite) as tmp:
         result = motion_eval.evaluate_motion(args.data, tmp, config, progress=progress)

@@ -33,17 +33,13 @@ import numpy as np
 
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.evaluation import metrics
+from MedLVMLib.evaluation.motion_cases import REAL_CT, make_evaluation_set  # noqa: F401 (re-exported)
 from MedLVMLib.imaging.volume import Phases
-from MedLVMLib.paths import shared_data_dir
 from MedLVMLib.progress import Progress, ensure
 
 IMAGE_WINDOW = (-1000.0, 1000.0)  # HU window of PSNR and SSIM
 DEFAULT_METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca")
 SKIP_ORGANS = ("body", "bone")  # body: the image-metric mask; bone: near-rigid, not a target organ
-REAL_CT = {  # shared-data files used by `make_evaluation_set(real=True)`: CT, labels
-    "real-4dlung-p113": ("4dlung_p113_phase40.nii.gz", "4dlung_p113_phase40_labels.nii.gz"),
-    "real-popi": ("popi_phase00.nii.gz", None),  # no labels: lungs by threshold, no tumour
-}
 
 
 @dataclass(frozen=True)
@@ -159,12 +155,14 @@ def score_prediction(case, case_name: str, method: str, predicted: Phases, n_obs
                      progress: Optional[Progress] = None) -> list[dict]:
     """All rows of one method on one case (labels propagated from the last observed phase)."""
     from MedLVMLib.evaluation.diaphragm import diaphragm_rows
+    from MedLVMLib.evaluation.landmarks import case_landmarks, landmark_rows
     from MedLVMLib.imaging import registration
 
     geometry = case.phases.geometry
     last_image = case.phases.array[n_observed - 1]
     last_labels = case.labels[n_observed - 1] if case.labels is not None else None
     lung_ids = [i for i, n in case.label_names.items() if canonical_organ(n) == "lungs"]
+    marks = case_landmarks(case, n_observed - 1)  # None without ground-truth motion
     rows = []
     for j, image in enumerate(predicted.array):
         p = n_observed + j
@@ -173,8 +171,11 @@ def score_prediction(case, case_name: str, method: str, predicted: Phases, n_obs
         rows += image_rows(case_name, phase, method, truth_image, image, body)
         lungs = np.isin(case.labels[p], lung_ids) if case.labels is not None and lung_ids else None
         rows += diaphragm_rows(case_name, phase, method, truth_image, image, lungs, geometry.spacing[2])
+        need_field = last_labels is not None or marks is not None  # one registration serves masks and landmarks
+        field = registration.register(image, last_image, geometry) if need_field else None
+        rows += landmark_rows(case, case_name, p, method, marks, field)
         if last_labels is not None:
-            propagated = registration.propagate_labels(last_labels, last_image, image, geometry)
+            propagated = registration.warp_labels(last_labels, field, geometry)
             rows += mask_rows(case_name, phase, method, case.labels[p], propagated, case.label_names,
                               geometry.spacing)
         ensure(progress).advance()
@@ -357,6 +358,10 @@ def write_motion_report(result: EvalOutputs, out: Path, config: MotionEvalConfig
         sections.append(("Tumour centroid error (mm)",
                          report.table_html(rows, "centroid_error_mm", "tumour", higher_is_better=False)))
     sections.append(("Diaphragm error (mm)", report.table_html(rows, "diaphragm_error_mm", "diaphragm", False)))
+    if any(r["metric"] == "tre_mm" for r in rows):
+        sections.append(("Landmark error, TRE (mm): mean / largest over the landmarks",
+                         report.table_html(rows, "tre_mm", "landmarks", False)
+                         + report.table_html(rows, "tre_max_mm", "landmarks", False)))
     for metric, higher in (("mae_hu", False), ("rmse_hu", False), ("psnr_db", True), ("ssim", True)):
         sections.append((f"{metric} inside the body", report.table_html(rows, metric, "body", higher)))
     sections.append(("Image error per predicted phase", report.image_tag(image_png, embed)))
@@ -378,41 +383,3 @@ def _setup_html(config: MotionEvalConfig, case_names: Sequence[str], model_id: s
             "propagation to the true image: the ceiling of this protocol. Image metrics inside the body "
             f"(ground-truth labels &gt; 0); PSNR and SSIM with the HU window {IMAGE_WINDOW}. Values: mean ± sd "
             "over cases; best per column in bold.</p>")
-
-
-def make_evaluation_set(folder: Path, n_phantoms: int = 5, first_seed: int = 1000, real: bool = True,
-                        shared_data: Optional[Path] = None, shape: Optional[tuple[int, int, int]] = None,
-                        real_max_shape: tuple[int, int, int] = (48, 64, 64), overwrite: bool = False,
-                        progress: Optional[Progress] = None) -> list[Path]:
-    """Write the standard motion evaluation set: `n_phantoms` phantom cases with seeds first_seed.. (held out
-    from training, which uses low seeds) and, with `real`, real-anatomy cases (real CT + labels from
-    `shared_data`, breathing applied by `phantom.breathe_real_ct`, resampled to at most `real_max_shape`
-    voxels, the phantoms' size, so that a CPU evaluation of every method takes minutes per case).
-
-    Returns the case folders (in `folder`, created).
-    """
-    from MedLVMLib.imaging import cases
-    from MedLVMLib.synthetic import phantom
-
-    progress = ensure(progress)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(f"phantom-{first_seed + i}", "phantom", first_seed + i) for i in range(n_phantoms)]
-    if real:
-        data = Path(shared_data) if shared_data is not None else shared_data_dir()
-        for name, (ct, labels) in REAL_CT.items():
-            if not (data / ct).exists():
-                raise MedLVMError(f"real CT '{data / ct}' not found; pass shared_data= (or --shared-data)")
-            jobs.append((name, (data / ct, None if labels is None else data / labels), first_seed))
-    progress.stage("making cases", len(jobs))
-    written = []
-    for name, source, seed in jobs:
-        out = folder / name
-        if source == "phantom":
-            kwargs = {"shape": shape} if shape is not None else {}
-            case = phantom.make_phantom(seed=seed, n_phases=10, **kwargs)
-        else:
-            case = phantom.breathe_real_ct(source[0], source[1], seed=seed, n_phases=10, max_shape=real_max_shape)
-        written.append(cases.save_case(case, out, overwrite=overwrite))
-        progress.advance()
-    return written

@@ -217,7 +217,8 @@ def not_better_sentences(rows: Sequence[dict], reference: str = "copy-last", pre
     return sentences
 
 
-REPORT_PAIRS = (("diaphragm_error_mm", "diaphragm"), ("centroid_error_mm", "tumour"), ("mae_hu", "body"))
+REPORT_PAIRS = (("diaphragm_error_mm", "diaphragm"), ("centroid_error_mm", "tumour"), ("tre_mm", "landmarks"),
+                ("mae_hu", "body"))
 
 
 class ReportParts(NamedTuple):
