@@ -5,8 +5,7 @@ that stays alive between requests (MedLVMLib.slicer.server); MRML conversions li
 heavy is imported when Slicer loads this module: torch is only needed inside the worker process.
 """
 
-import json
-import logging
+import contextlib
 import os
 import shutil
 import tempfile
@@ -31,60 +30,15 @@ from slicer.util import VTKObservationMixin
 TASKS = ["motion", "segment", "denoise", "superres"]
 AXES = ["coronal", "sagittal", "axial", "multi"]
 SUPERRES_AXES = ["z", "xy"]
-LOG_MAX_LINE = 500  # characters of one line in the log panel (its line count is capped in the .ui)
-TASK_WIDGETS = {  # the options each task shows; the others are hidden
-    "motion": ["observedPhases", "phasesToPredict", "samples"],
-    "segment": ["exampleSegmentation", "fromPhase"],
-    "denoise": ["inputVolume", "photons", "exampleCount"],
-    "superres": ["inputVolume", "factor", "superresAxis", "exampleCount"],
-}
 DEVICES = ["auto", "cuda", "cpu"]
 CUSTOM_MODEL = "Model folder..."
 
 
-def resourcesDir() -> Path:
-    """The engine's Resources/ (models.json, bundled models), next to the MedLVMLib package."""
-    return Path(engineRoot()) / "Resources"
-
-
-def _isInstalledLayout() -> bool:
-    # installed: MedLVM.py, MedLVMLib/ and Resources/ share one folder; source tree: MedLVMLib is one level up
-    return (Path(__file__).resolve().parent / "MedLVMLib").is_dir()
-
-
 def engineRoot() -> str:
-    """The folder holding the MedLVMLib package (and the engine's Resources/)."""
+    """The folder holding the MedLVMLib package (and the engine's Resources/): MedLVM.py's own folder in the
+    installed extension, the folder above it in a source checkout."""
     here = Path(__file__).resolve()
-    return str(here.parent if _isInstalledLayout() else here.parents[1])
-
-
-def _readRegistryFile(path: Optional[Path]) -> dict:
-    try:
-        return dict(json.loads(Path(path or resourcesDir() / "models.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        return {}
-
-
-def readModelRegistry(path: Optional[Path] = None) -> list:
-    """Entries of Resources/models.json (id, description, memory_gb, ...); [] when it is missing."""
-    return list(_readRegistryFile(path).get("models", []))
-
-
-def readDefaultModel(path: Optional[Path] = None) -> str:
-    """The id the engine runs when no model is chosen (models.json "default"); "" when unknown."""
-    return str(_readRegistryFile(path).get("default", ""))
-
-
-def connectGuiWithTag(parameterNode, gui):
-    """parameterNode.connectGui(gui), returning the tag that disconnects it, also on Slicer 5.8.
-
-    5.8's wrapper returns no tag (fixed in 5.10 by Slicer commit b5a65a49a0), so disconnectGui(None) did nothing
-    and the connectors of every earlier connection kept writing into the GUI. Its tag is the wrapper's
-    counter before the call.
-    """
-    nextTag = getattr(parameterNode, "_nextParameterGUIsTag", None)
-    tag = parameterNode.connectGui(gui)
-    return nextTag if tag is None else tag
+    return str(here.parent if (here.parent / "MedLVMLib").is_dir() else here.parents[1])
 
 
 #
@@ -177,48 +131,36 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
         """Pip requirements (and "torch") the engine lacks; an outdated torch counts as missing."""
         from MedLVMLib.slicer.requirements import install_plan
 
-        plan = install_plan()
-        return (["torch"] if plan.torch else []) + plan.packages
+        return install_plan().missing
 
-    def setupPythonRequirements(self, askConfirmation: bool = True) -> bool:
+    def setupPythonRequirements(self, askConfirmation: bool = True, download: bool = False) -> bool:
         """Install what the engine needs after one confirmation listing it. Returns False when the user declined.
 
         Installed packages are never replaced (Slicer's own stay as they are); an installed torch older than the
-        minimum is an error that says how to update it.
+        minimum is an error that says how to update it. download: also what downloading a model needs.
         """
-        from MedLVMLib.slicer.requirements import describe_plan, install_plan, outdated_torch_message
+        from MedLVMLib.slicer import requirements
 
-        plan = install_plan()
-        if plan.torch_outdated:
-            raise RuntimeError(outdated_torch_message(plan))
-        if plan.empty:
-            return True
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(describe_plan(plan)):
-            return False
-        if plan.torch:
-            try:
-                import PyTorchUtils
-            except ImportError as exc:
-                raise RuntimeError(_("MedLVM needs the PyTorch extension: install it from the Extensions "
-                                     "Manager and restart Slicer.")) from exc
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                             torchVersionRequirement=plan.torch_requirement) is None:
-                return False
-        for requirement in plan.packages:
-            slicer.util.pip_install(requirement)
-        return True
+        plan = requirements.install_plan(download=True) if download else requirements.install_plan()
+        confirm = slicer.util.confirmOkCancelDisplay if askConfirmation else None
+        return requirements.install(plan, confirm, self._installTorch, slicer.util.pip_install)
+
+    @staticmethod
+    def _installTorch(requirement: str) -> bool:
+        try:
+            import PyTorchUtils
+        except ImportError as exc:
+            raise RuntimeError(_("MedLVM needs the PyTorch extension: install it from the Extensions "
+                                 "Manager and restart Slicer.")) from exc
+        return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                             torchVersionRequirement=requirement) is not None
 
     # -- engine process
 
     def defaultEngineCommand(self) -> list:
-        from MedLVMLib.slicer.client import engine_command
+        from MedLVMLib.slicer.client import engine_command, slicer_python
 
-        pythonSlicer = shutil.which("PythonSlicer")
-        if pythonSlicer is None and hasattr(slicer, "app"):
-            name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
-            candidate = Path(slicer.app.applicationDirPath) / name
-            pythonSlicer = str(candidate) if candidate.is_file() else None
-        return engine_command(pythonSlicer) if pythonSlicer else engine_command()
+        return engine_command(slicer_python(getattr(getattr(slicer, "app", None), "applicationDirPath", None)))
 
     def engine(self):
         if self._engine is None:
@@ -279,10 +221,28 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
         self._job = dict(id=requestId, dir=jobDir, steps=steps, argvs=argvs, step=0, input=inputSequence,
                          request=request, onProgress=onProgress, onLog=onLog, onOutput=onOutput, onFinished=onFinished)
         self._watchScene(inputSequence.GetScene())
+        return self._runJob(blocking, timeoutS)
+
+    def downloadModel(self, modelId: str, onProgress: Optional[Callable] = None, onLog: Optional[Callable] = None,
+                      onOutput: Optional[Callable] = None, onFinished: Optional[Callable] = None,
+                      blocking: bool = True, timeoutS: float = 24 * 3600.0):
+        """Download registry model `modelId` in the engine worker, once the user agreed (models.download_question).
+        Blocking: returns modelId or raises RuntimeError (one line); else `onFinished(modelId or None, error)`."""
+        from MedLVMLib.slicer.protocol import download_argv
+
+        if self.busy:
+            raise RuntimeError(_("MedLVM is already running a job: cancel it or wait for it to finish."))
+        argv = download_argv(modelId)
+        self._job = dict(id=self.engine().submit(argv), dir=None, argvs=[argv], step=0, input=None, model=modelId,
+                         onProgress=onProgress, onLog=onLog, onOutput=onOutput, onFinished=onFinished)
+        return self._runJob(blocking, timeoutS)
+
+    def _runJob(self, blocking: bool, timeoutS: float):
+        """Follow the job just submitted: from a Qt timer (returns None), or until it ends (returns its outputs)."""
         if not blocking:
             self._startPolling()
             return None
-        final = self._advance(self.engine().wait(requestId, timeout=timeoutS, on_event=self._onEvent))
+        final = None
         while final is None:
             final = self._advance(self.engine().wait(self._job["id"], timeout=timeoutS, on_event=self._onEvent))
         outputs, error = self._finishJob(final)
@@ -360,54 +320,27 @@ class MedLVMLogic(ScriptedLoadableModuleLogic):
                     return
 
     def _onEvent(self, event) -> None:
-        job = self._job or {}
-        if event.event == "stderr":
-            logging.info("MedLVM engine: %s", event.message)
-            if job.get("onOutput") and event.message.strip():
-                job["onOutput"](event.message)
-        elif event.event == "progress" and job.get("onProgress"):
-            steps = len(job["argvs"])
-            stage = f"item {job['step'] + 1}/{steps}: {event.stage}" if steps > 1 else event.stage
-            job["onProgress"](stage, event.done, event.total)
-        elif event.event == "log" and event.message:
-            logging.info("MedLVM: %s", event.message)
-            if job.get("onLog"):
-                job["onLog"](event.message)
+        from MedLVMLib.slicer.jobs import dispatch_event
 
-    @staticmethod
-    def _importOutputs(job):
-        from MedLVMLib.slicer import jobs
-
-        return jobs.import_outputs(job["steps"], job["input"], job["request"])
+        dispatch_event(self._job or {}, event)
 
     def _finishJob(self, event):
         """Load the outputs of a finished job (or describe why there are none) and remove its temp folder."""
+        from MedLVMLib.slicer.jobs import job_outcome
+
         job, self._job = self._job, None
         self._detachJob(job)
         try:
-            outputs, error = self._outcome(job, event)
+            outputs, error = job_outcome(job, event)
         except Exception as exc:  # noqa: BLE001 - a file the engine wrote but Slicer cannot load
             outputs, error = None, _("Could not load the results: {error}").format(error=exc)
         finally:
-            shutil.rmtree(job["dir"], ignore_errors=True)
+            if job.get("dir"):
+                shutil.rmtree(job["dir"], ignore_errors=True)
         self.lastJobCancelled = event.event == "cancelled"
         if job.get("onFinished"):
             job["onFinished"](outputs, error)
         return outputs, error
-
-    def _outcome(self, job: dict, event):
-        """(outputs, None) for a job that succeeded, else (None, the message to show)."""
-        if event.event == "cancelled":
-            return None, job.get("cancelReason") or _("Cancelled.")
-        if event.event != "done" or event.returncode != 0:
-            if event.traceback:
-                logging.error("MedLVM engine traceback:\n%s", event.traceback)
-            return None, event.message or _("The engine failed (exit status {code}).").format(code=event.returncode)
-        scene = job["input"].GetScene()
-        if scene is None or not scene.IsNodePresent(job["input"]):
-            return None, _("The input left the scene while MedLVM ran (was the scene closed?); "
-                           "the results were discarded.")
-        return self._importOutputs(job), None
 
 
 #
@@ -441,6 +374,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
         self.ui.modelFolderPathLineEdit.currentPathChanged.connect(self.onModelChanged)
         self.ui.applyButton.clicked.connect(self.onApplyButton)
+        self.ui.downloadModelButton.clicked.connect(self.onDownloadButton)
         self.ui.cancelButton.clicked.connect(self.onCancelButton)
         self._setRunning(False)
         self.initializeParameterNode()
@@ -468,13 +402,11 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
+        from MedLVMLib.slicer.panel import volume_sequences
+
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputSequence:
-            sequences = slicer.mrmlScene.GetNodesByClass("vtkMRMLSequenceNode")
-            volumeSequences = [sequences.GetItemAsObject(i) for i in range(sequences.GetNumberOfItems())
-                               if sequences.GetItemAsObject(i).GetDataNodeClassName() == "vtkMRMLScalarVolumeNode"]
-            if volumeSequences:  # not a segmentation or transform sequence
-                self._parameterNode.inputSequence = volumeSequences[0]
+        if not self._parameterNode.inputSequence and volume_sequences(slicer.mrmlScene):
+            self._parameterNode.inputSequence = volume_sequences(slicer.mrmlScene)[0]
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -482,7 +414,9 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = connectGuiWithTag(self._parameterNode, self.ui)
+            from MedLVMLib.slicer.panel import connect_gui_with_tag
+
+            self._parameterNodeGuiTag = connect_gui_with_tag(self._parameterNode, self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
 
@@ -494,40 +428,53 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- models
 
     def _populateModels(self) -> None:
-        self._models = readModelRegistry()
-        self._defaultModel = readDefaultModel()
-        self.ui.modelComboBox.clear()
-        for entry in self._models:
-            self.ui.modelComboBox.addItem(entry.get("id", "?"))
-            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, entry.get("description", ""),
-                                              qt.Qt.ToolTipRole)
-        self.ui.modelComboBox.addItem(CUSTOM_MODEL)
+        """Fill the selector: each registry model with its state (installed, or its download), then a folder."""
+        from MedLVMLib.slicer import models
+
+        shown = self._currentModel() if self._models else ""
+        self._models, self._defaultModel = models.model_choices(), models.read_default_model()
+        combo = self.ui.modelComboBox
+        with self._modelSignalsBlocked():
+            combo.clear()
+            for choice in self._models:
+                combo.addItem(choice.label)
+                combo.setItemData(combo.count - 1, choice.tooltip, qt.Qt.ToolTipRole)
+            combo.addItem(CUSTOM_MODEL)
+            self._selectModel(shown or self._defaultModel)
 
     def _showModel(self, model: str) -> None:
         """Show `model` ("": the default the engine runs) in the combo box, without writing it back."""
         if (self._currentModel() or self._defaultModel) != (model or self._defaultModel):
-            combo, folder = self.ui.modelComboBox, self.ui.modelFolderPathLineEdit
-            wereBlocked = combo.blockSignals(True), folder.blockSignals(True)
-            try:
+            with self._modelSignalsBlocked():
                 self._selectModel(model or self._defaultModel)
-            finally:
-                combo.blockSignals(wereBlocked[0])
-                folder.blockSignals(wereBlocked[1])
         self._updateModelInfo()
 
+    @contextlib.contextmanager
+    def _modelSignalsBlocked(self):
+        combo, folder = self.ui.modelComboBox, self.ui.modelFolderPathLineEdit
+        wereBlocked = combo.blockSignals(True), folder.blockSignals(True)
+        try:
+            yield
+        finally:
+            combo.blockSignals(wereBlocked[0])
+            folder.blockSignals(wereBlocked[1])
+
     def _selectModel(self, model: str) -> None:
-        ids = [entry.get("id") for entry in self._models]
+        ids = [choice.id for choice in self._models]
         if model in ids:
             self.ui.modelComboBox.currentIndex = ids.index(model)
         else:
             self.ui.modelComboBox.currentIndex = len(ids)
             self.ui.modelFolderPathLineEdit.currentPath = model
 
-    def _currentModel(self) -> str:
+    def _currentChoice(self):
+        """The MedLVMLib.slicer.models.ModelChoice selected, or None for a folder."""
         index = self.ui.modelComboBox.currentIndex
-        if 0 <= index < len(self._models):
-            return self._models[index].get("id", "")
-        return self.ui.modelFolderPathLineEdit.currentPath
+        return self._models[index] if 0 <= index < len(self._models) else None
+
+    def _currentModel(self) -> str:
+        choice = self._currentChoice()
+        return choice.id if choice is not None else self.ui.modelFolderPathLineEdit.currentPath
 
     def onModelChanged(self, *args) -> None:
         if self._parameterNode:
@@ -535,15 +482,45 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateModelInfo()
 
     def _updateModelInfo(self) -> None:
-        index = self.ui.modelComboBox.currentIndex
-        custom = not (0 <= index < len(self._models))
-        self.ui.modelFolderPathLineEdit.setVisible(custom)
-        if custom:
-            self.ui.modelMemoryLabel.text = _("Memory: depends on the model in the folder (7B: ~16 GB GPU).")
+        from MedLVMLib.slicer.models import model_info
+
+        choice = self._currentChoice()
+        self.ui.modelFolderPathLineEdit.setVisible(choice is None)
+        self.ui.downloadModelButton.setVisible(choice is not None and choice.downloadable)
+        self.ui.modelMemoryLabel.text = model_info(choice)
+
+    def onDownloadButton(self) -> None:
+        """Ask once (what, from where, how large, stored where, packages installed first), then download the
+        selected model in the engine worker, with progress and Cancel."""
+        from MedLVMLib.slicer.models import download_question
+
+        choice = self._currentChoice()
+        if choice is None or not choice.downloadable or self.logic.busy:
             return
-        entry = self._models[index]
-        self.ui.modelMemoryLabel.text = _("Memory: about {gb:g} GB; recommended device: {device}").format(
-            gb=float(entry.get("memory_gb", 0)), device=entry.get("recommended_device", "cpu"))
+        with slicer.util.tryWithErrorDisplay(_("MedLVM could not download the model."), waitCursor=True):
+            question, needsHub = download_question(choice)
+            if not slicer.util.confirmOkCancelDisplay(question):
+                self.ui.statusLabel.text = _("Download declined: {model} is not installed.").format(model=choice.id)
+                return
+            if not self.logic.setupPythonRequirements(askConfirmation=False, download=needsHub):
+                self.ui.statusLabel.text = _("Missing Python packages were not installed.")
+                return
+            self._startJobDisplay(_("Downloading {model}...").format(model=choice.id))
+            self.logic.downloadModel(choice.id, onProgress=self.onProgress, onLog=self.onLog, onOutput=self.appendLog,
+                                     onFinished=self.onDownloadFinished, blocking=False)
+            self._setRunning(True)
+
+    def onDownloadFinished(self, modelId, errorMessage) -> None:
+        from MedLVMLib.slicer.models import download_status
+
+        status = download_status(self._currentModel(), errorMessage, self.logic.lastJobCancelled)
+        self._setRunning(False)
+        self._populateModels()  # the state of every model, as the engine left it
+        self._updateModelInfo()
+        self.ui.statusLabel.text = status
+        self.appendLog(status)
+        if errorMessage and not self.logic.lastJobCancelled:
+            slicer.util.errorDisplay(status)
 
     # -- apply / cancel
 
@@ -561,15 +538,12 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return {name: getattr(node, name) for name in names}
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        from MedLVMLib.slicer import jobs, protocol
+        from MedLVMLib.slicer import jobs, panel, protocol
 
         node = self._parameterNode
-        shown = TASK_WIDGETS.get(node.task, []) if node else []
-        for option in {name for names in TASK_WIDGETS.values() for name in names}:
-            for suffix in ("Label", "SpinBox", "Selector", "ComboBox"):
-                widget = getattr(self.ui, option + suffix, None)
-                if widget is not None:
-                    widget.setVisible(option in shown)
+        for name, visible in panel.option_visibility(node.task if node else "").items():
+            if getattr(self.ui, name, None) is not None:
+                getattr(self.ui, name).setVisible(visible)
         problem = _("Select the inputs of the task")
         if node:
             request = protocol.TaskRequest(task=node.task, observed=node.observedPhases, from_phase=node.fromPhase)
@@ -580,30 +554,39 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _setRunning(self, running: bool) -> None:
         self.ui.cancelButton.enabled = running
+        self.ui.downloadModelButton.enabled = not running
         self.ui.progressBar.setVisible(running)
         if running:
             self.ui.progressBar.setRange(0, 0)
         self._checkCanApply()
 
     def onApplyButton(self) -> None:
+        choice = self._currentChoice()
+        if choice is not None and choice.downloadable:  # asks first; Apply runs the task once it is installed
+            self.onDownloadButton()
+            return
         with slicer.util.tryWithErrorDisplay(_("MedLVM could not start."), waitCursor=True):
             if not self.logic.setupPythonRequirements(askConfirmation=True):
                 self.ui.statusLabel.text = _("Missing Python packages were not installed.")
                 return
-            self._warnings, self._lastStage = [], None
-            self.ui.logTextEdit.clear()
-            self.ui.statusLabel.text = _("Starting the engine...")
+            self._startJobDisplay(_("Starting the engine..."))
             self.logic.process(self._taskInput(), **self._taskOptions(), onProgress=self.onProgress, onLog=self.onLog,
                                onOutput=self.appendLog, onFinished=self.onFinished, blocking=False)
             self._setRunning(True)
+
+    def _startJobDisplay(self, status: str) -> None:
+        self._warnings, self._lastStage = [], None
+        self.ui.logTextEdit.clear()
+        self.ui.statusLabel.text = status
 
     def onCancelButton(self) -> None:
         self.logic.cancel()
 
     def appendLog(self, line: str) -> None:
         """One line in the log panel (long lines cut; the panel keeps its last lines only, see the .ui)."""
-        line = str(line).rstrip()
-        self.ui.logTextEdit.appendPlainText(line if len(line) <= LOG_MAX_LINE else line[:LOG_MAX_LINE] + " [...]")
+        from MedLVMLib.slicer.panel import log_line
+
+        self.ui.logTextEdit.appendPlainText(log_line(line))
 
     def onProgress(self, stage: str, done: int, total) -> None:
         if total:
@@ -623,7 +606,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._warnings = getattr(self, "_warnings", []) + [message]
 
     def onFinished(self, outputs, errorMessage) -> None:
-        from MedLVMLib.slicer.jobs import describe_outputs
+        from MedLVMLib.slicer import jobs
 
         self._setRunning(False)
         if errorMessage:
@@ -632,28 +615,13 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self.logic.lastJobCancelled:
                 slicer.util.errorDisplay(_("MedLVM failed: {error}").format(error=errorMessage))
             return
-        self.ui.statusLabel.text = _("Done: {outputs}").format(outputs=describe_outputs(outputs))
+        self.ui.statusLabel.text = _("Done: {outputs}").format(outputs=jobs.describe_outputs(outputs))
         self.appendLog(self.ui.statusLabel.text)
-        self._showOutputs(outputs)
+        jobs.show_outputs(outputs)
         warnings = getattr(self, "_warnings", [])
         if warnings:
             self.ui.statusLabel.text += " " + _("with {n} warning(s): review before use").format(n=len(warnings))
             slicer.util.warningDisplay("\n\n".join(warnings), windowTitle=_("MedLVM: check this result"))
-
-    def _showOutputs(self, outputs) -> None:
-        """The result in the slice views; a sequence result's browser in the (shown) sequence toolbar."""
-        browser = getattr(outputs, "browser", None)
-        shown = browser.GetProxyNode(outputs.sequence) if browser is not None else getattr(outputs, "volume", None)
-        if shown is not None and shown.IsA("vtkMRMLScalarVolumeNode"):
-            slicer.util.setSliceViewerLayers(background=shown, fit=True)
-        sequences = getattr(slicer.modules, "sequences", None)
-        if browser is None or sequences is None:
-            return
-        if hasattr(sequences, "showSequenceBrowser"):
-            sequences.showSequenceBrowser(browser)  # shows the toolbar with this browser active
-        else:
-            sequences.setToolBarVisible(True)
-            sequences.toolBar().setActiveBrowserNode(browser)
 
 
 #

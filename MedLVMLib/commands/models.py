@@ -9,7 +9,9 @@ HELP = "list the registered models and where they are (--download ID fetches a p
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", metavar="ID", help="download this hub model into the cache folder "
-                        "(several GB for lvm-7b; passing the flag is your consent)")
+                        "(several GB for lvm-7b; passing the flag is your consent); an interrupted download resumes, "
+                        "and the model appears only once every file is checked. MEDLVM_HUB_MIRROR=<folder> copies "
+                        "from local copies of the hub repositories (<folder>/<org>/<name>) instead")
 
 
 def table() -> str:
@@ -34,8 +36,13 @@ def table() -> str:
 def run(args: argparse.Namespace, progress=None) -> int:
     if args.download:
         from MedLVMLib.engine.checkpoints.download import download_model
+        from MedLVMLib.progress import TqdmProgress
 
-        folder = download_model(args.download, consent=True)
+        progress = progress if progress is not None else TqdmProgress()
+        try:
+            folder = download_model(args.download, consent=True, progress=progress)
+        finally:
+            progress.close()
         print(f"downloaded {args.download} to {folder}")
         return 0
     print(table())

@@ -24,6 +24,15 @@ def engine_command(python: Optional[str] = None) -> list[str]:
     return [python or sys.executable, "-m", "MedLVMLib", "worker"]
 
 
+def slicer_python(app_dir: Optional[str] = None) -> Optional[str]:
+    """PythonSlicer on the PATH, else in Slicer's application folder `app_dir`; None when neither has it."""
+    found = shutil.which("PythonSlicer")
+    if found is None and app_dir:
+        candidate = Path(app_dir) / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+        found = str(candidate) if candidate.is_file() else None
+    return found
+
+
 CREATE_NO_WINDOW = 0x08000000  # subprocess.CREATE_NO_WINDOW, which exists only on Windows
 
 

@@ -12,6 +12,7 @@ nothing in the Slicer module's start-up.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -183,3 +184,56 @@ def describe_outputs(outputs) -> str:
     if sequence is not None:
         return f"{sequence.GetName()} ({sequence.GetNumberOfDataNodes()} phases)"
     return outputs.volume.GetName()
+
+
+def show_outputs(outputs) -> None:
+    """The result in the slice views; a sequence result's browser in the (shown) sequence toolbar."""
+    import slicer
+
+    browser = getattr(outputs, "browser", None)
+    shown = browser.GetProxyNode(outputs.sequence) if browser is not None else getattr(outputs, "volume", None)
+    if shown is not None and shown.IsA(SCALAR_VOLUME):
+        slicer.util.setSliceViewerLayers(background=shown, fit=True)
+    sequences = getattr(slicer.modules, "sequences", None)
+    if browser is None or sequences is None:
+        return
+    if hasattr(sequences, "showSequenceBrowser"):
+        sequences.showSequenceBrowser(browser)  # shows the toolbar with this browser active
+    else:
+        sequences.setToolBarVisible(True)
+        sequences.toolBar().setActiveBrowserNode(browser)
+
+
+def dispatch_event(job: dict, event) -> None:
+    """Hand one engine event of a job to its callbacks: onOutput(line), onProgress(stage, done, total) (the stage
+    names the item for a job of several requests), onLog(message)."""
+    log = logging.getLogger("MedLVM")
+    if event.event == "stderr":
+        log.info("MedLVM engine: %s", event.message)
+        if job.get("onOutput") and event.message.strip():
+            job["onOutput"](event.message)
+    elif event.event == "progress" and job.get("onProgress"):
+        steps = len(job["argvs"])
+        stage = f"item {job['step'] + 1}/{steps}: {event.stage}" if steps > 1 else event.stage
+        job["onProgress"](stage, event.done, event.total)
+    elif event.event == "log" and event.message:
+        log.info("MedLVM: %s", event.message)
+        if job.get("onLog"):
+            job["onLog"](event.message)
+
+
+def job_outcome(job: dict, event):
+    """(outputs, None) for a job that ended with `event` and succeeded, else (None, the message to show).
+    A download job (no input node) gives its model id."""
+    if event.event == "cancelled":
+        return None, job.get("cancelReason") or "Cancelled."
+    if event.event != "done" or event.returncode != 0:
+        if event.traceback:
+            logging.getLogger("MedLVM").error("MedLVM engine traceback:\n%s", event.traceback)
+        return None, event.message or f"The engine failed (exit status {event.returncode})."
+    if job["input"] is None:
+        return job["model"], None
+    scene = job["input"].GetScene()
+    if scene is None or not scene.IsNodePresent(job["input"]):
+        return None, "The input left the scene while MedLVM ran (was the scene closed?); the results were discarded."
+    return import_outputs(job["steps"], job["input"], job["request"]), None

@@ -174,6 +174,13 @@ def _volume_task_argv(request: TaskRequest) -> list[str]:
     return argv + ["--factor", str(int(request.factor)), "--axis", request.superres_axis]
 
 
+def download_argv(model_id: str) -> list[str]:
+    """`medlvm` arguments that download registry model `model_id` (the user agreed in the panel first)."""
+    if not model_id or model_id.startswith("-"):
+        raise MedLVMError(f"not a model id to download: {model_id!r}")
+    return ["models", "--download", model_id]
+
+
 def segments_file(out_path: str) -> str:
     """The engine's segment list beside a label output: segmentation.seq.nrrd -> segmentation.segments.json."""
     name = str(out_path)

@@ -26,6 +26,7 @@ ENGINE_PACKAGES = {
     "nrrd": "pynrrd>=1.0",
     "ninja": "ninja>=1.11",
 }
+DOWNLOAD_PACKAGES = {"huggingface_hub": "huggingface_hub>=0.20"}  # only to download a model from the hub
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -66,13 +67,19 @@ class InstallPlan(NamedTuple):
         return f">={TORCH_MINIMUM}"
 
     @property
+    def missing(self) -> list:
+        """"torch" (missing or outdated) and the pip requirements, in install order."""
+        return (["torch"] if self.torch else []) + list(self.packages)
+
+    @property
     def torch_outdated(self) -> bool:
         return self.torch not in (None, "missing")
 
 
 def install_plan(find_spec: Callable = importlib.util.find_spec,
-                 version_of: Callable[[str], Optional[str]] = installed_version) -> InstallPlan:
-    """Compare the environment with what the engine needs (the lookups are arguments so tests can fake them)."""
+                 version_of: Callable[[str], Optional[str]] = installed_version, download: bool = False) -> InstallPlan:
+    """Compare the environment with what the engine needs (the lookups are arguments so tests can fake them);
+    `download`: also what downloading a model from the hub needs."""
     torch = None
     if find_spec("torch") is None:
         torch = "missing"
@@ -80,21 +87,44 @@ def install_plan(find_spec: Callable = importlib.util.find_spec,
         version = version_of("torch") or ""
         if not version_at_least(version, TORCH_MINIMUM):
             torch = version or "unknown version"
-    packages = [requirement for module, requirement in ENGINE_PACKAGES.items() if find_spec(module) is None]
+    wanted = {**ENGINE_PACKAGES, **(DOWNLOAD_PACKAGES if download else {})}
+    packages = [requirement for module, requirement in wanted.items() if find_spec(module) is None]
     return InstallPlan(torch, packages)
 
 
 def describe_plan(plan: InstallPlan) -> str:
     """The one confirmation text that lists everything an install would change."""
+    return "MedLVM needs these Python packages:\n" + "\n".join(plan_lines(plan)) + \
+        "\n\nPackages already installed (such as those Slicer ships) are left as they are. Install now?"
+
+
+def plan_lines(plan: InstallPlan) -> list:
+    """One "- package (how)" line per thing the plan installs."""
     lines = []
     if plan.torch == "missing":
         lines.append(f"- PyTorch {plan.torch_requirement} (through the PyTorch extension; CUDA build when a GPU "
                      "is found)")
-    lines += [f"- {requirement} (pip)" for requirement in plan.packages]
-    return "MedLVM needs these Python packages:\n" + "\n".join(lines) + \
-        "\n\nPackages already installed (such as those Slicer ships) are left as they are. Install now?"
+    return lines + [f"- {requirement} (pip)" for requirement in plan.packages]
 
 
 def outdated_torch_message(plan: InstallPlan) -> str:
     return (f"MedLVM needs PyTorch {plan.torch_requirement}, but PyTorch {plan.torch} is installed. Update it in the "
             "PyTorch Utils module (uninstall, then install a newer version), restart Slicer and try again.")
+
+
+def install(plan: InstallPlan, confirm: Optional[Callable[[str], bool]], install_torch: Callable[[str], bool],
+            pip_install: Callable[[str], None]) -> bool:
+    """Carry out `plan` after one `confirm(describe_plan(plan))` (None: without asking). PyTorch goes through
+    `install_torch(requirement)` (the PyTorch extension), the rest through `pip_install`. Returns False when the
+    user declined or PyTorch was not installed; an outdated torch raises RuntimeError saying how to update it."""
+    if plan.torch_outdated:
+        raise RuntimeError(outdated_torch_message(plan))
+    if plan.empty:
+        return True
+    if confirm is not None and not confirm(describe_plan(plan)):
+        return False
+    if plan.torch and not install_torch(plan.torch_requirement):
+        return False
+    for requirement in plan.packages:
+        pip_install(requirement)
+    return True

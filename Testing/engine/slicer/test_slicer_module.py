@@ -251,10 +251,12 @@ def test_module_classes_and_metadata(module):
     assert parent.acknowledgementText
     for name in ("MedLVMParameterNode", "MedLVMWidget", "MedLVMLogic", "MedLVMTest"):
         assert hasattr(module, name)
-    assert [entry["id"] for entry in module.readModelRegistry()][:1] == [
+    from MedLVMLib.slicer.models import read_model_entries
+
+    assert [entry["id"] for entry in read_model_entries()][:1] == [
         json.loads((ROOT / "Resources" / "models.json").read_text(encoding="utf-8"))["models"][0]["id"]
     ]
-    assert module.readModelRegistry(ROOT / "no-such.json") == []
+    assert read_model_entries(ROOT / "no-such.json") == []
 
 
 # --------------------------------------------------------------------------- .ui file
@@ -804,7 +806,7 @@ def widget(module, monkeypatch, tmp_path):
     panel = module.MedLVMWidget(types.SimpleNamespace(isEntered=True))
     panel.setup()
     panel.logic.engineEnvironment = {protocol.TEST_HOOKS_ENV: "1"}
-    panel.logic.setupPythonRequirements = lambda askConfirmation=True: True  # never pip install in a test
+    panel.logic.setupPythonRequirements = lambda askConfirmation=True, download=False: True  # never pip install
     panel.errors = errors
     yield panel
     panel.cleanup()
@@ -836,27 +838,29 @@ def test_model_choice_and_parameter_node_agree_through_scene_close_and_load(
     wrappers = [widget._parameterNode]
     widget.enter()  # the module is shown again: a new wrapper, connected to the GUI
     wrappers.append(widget._parameterNode)
-    assert default and combo.currentText == default and widget._parameterNode.model == ""
-    combo.currentIndex = combo.items.index("medlvm-tiny-zs")  # the user picks another model
+    assert default and combo.currentText.startswith(f"{default} — ") and widget._parameterNode.model == ""
+    combo.currentIndex = [widget_choice.id for widget_choice in widget._models].index("medlvm-tiny-zs")  # user picks
     assert widget._parameterNode.model == "medlvm-tiny-zs"
     saved = _scene_xml(slicer.mrmlScene)
 
     slicer.mrmlScene.Clear(0)  # File > Close Scene: the parameter node is reset
     wrappers.append(widget._parameterNode)
-    assert combo.currentText == default and widget._parameterNode.model == ""  # shown = run; nothing written back
+    assert widget._currentModel() == default and widget._parameterNode.model == ""  # shown = run; not written back
     _load_scene_xml(slicer.mrmlScene, saved)
-    assert combo.currentText == "medlvm-tiny-zs" and widget._parameterNode.model == "medlvm-tiny-zs"
+    assert combo.currentText.startswith("medlvm-tiny-zs — ") and widget._parameterNode.model == "medlvm-tiny-zs"
     widget._parameterNode.model = "/models/mine"  # a folder, set from the Python console
     assert combo.currentText == module.CUSTOM_MODEL and widget.ui.modelFolderPathLineEdit.currentPath == "/models/mine"
     assert [w for w in wrappers if w._parameterGUIs] == [widget._parameterNode]  # no stale GUI connection
 
 
-def test_connect_gui_with_tag_on_slicer_58_and_510(module, monkeypatch):
+def test_connect_gui_with_tag_on_slicer_58_and_510():
+    from MedLVMLib.slicer.panel import connect_gui_with_tag
+
     wrapper = types.SimpleNamespace(_nextParameterGUIsTag=4)
     wrapper.connectGui = lambda gui: None  # 5.8
-    assert module.connectGuiWithTag(wrapper, object()) == 4
+    assert connect_gui_with_tag(wrapper, object()) == 4
     wrapper.connectGui = lambda gui: 7  # 5.10
-    assert module.connectGuiWithTag(wrapper, object()) == 7
+    assert connect_gui_with_tag(wrapper, object()) == 7
 
 
 def _small_sequence(scene):
@@ -927,7 +931,7 @@ def test_engine_warnings_reach_the_panel_after_the_job(widget, monkeypatch):
 
     shown = []
     monkeypatch.setattr(slicer.util, "warningDisplay", lambda text, **kwargs: shown.append(text), raising=False)
-    monkeypatch.setattr(widget, "_showOutputs", lambda outputs: None)
+    monkeypatch.setattr("MedLVMLib.slicer.jobs.show_outputs", lambda outputs: None)
     sequence = types.SimpleNamespace(GetName=lambda: "4D CT predicted", GetNumberOfDataNodes=lambda: 5)
     widget._warnings = []
     widget.onLog("register: 2/5")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from MedLVMLib.errors import MedLVMError
-from MedLVMLib.slicer import protocol, requirements
+from MedLVMLib.slicer import jobs, panel, protocol, requirements
 from MedLVMLib.slicer.client import CREATE_NO_WINDOW, popen_options
 from Testing.engine.slicer import test_slicer_module as base
 from Testing.engine.slicer.test_slicer_module import _job_folders
@@ -224,7 +224,7 @@ def test_log_panel_is_cleared_per_job_and_cuts_long_lines(module, widget, monkey
     widget.appendLog("Traceback line")
     lines = widget.ui.logTextEdit.lines
     assert lines[:2] == ["decode: 0/3", "decode: 3/3"]  # a line per stage and at its end, not per step
-    assert len(lines[2]) == module.LOG_MAX_LINE + len(" [...]") and lines[3] == "Traceback line"
+    assert len(lines[2]) == panel.LOG_MAX_LINE + len(" [...]") and lines[3] == "Traceback line"
     widget.onFinished(None, "the engine failed")
     assert lines[-1] == "Error: the engine failed" and widget.errors == ["MedLVM failed: the engine failed"]
 
@@ -237,7 +237,7 @@ def test_results_are_shown_with_the_sequence_toolbar(widget, monkeypatch):
     monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(sequences=sequences), raising=False)
     monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kwargs: calls.append(("views", kwargs)))
     volume = _volume(slicer.mrmlScene)
-    widget._showOutputs(types.SimpleNamespace(volume=volume))
+    jobs.show_outputs(types.SimpleNamespace(volume=volume))
     assert calls == [("views", {"background": volume, "fit": True})]
     calls.clear()
     sequences = types.SimpleNamespace(setToolBarVisible=lambda visible: calls.append(("toolbar", visible)),
@@ -245,7 +245,7 @@ def test_results_are_shown_with_the_sequence_toolbar(widget, monkeypatch):
                                           setActiveBrowserNode=lambda b: calls.append(("active", b))))
     slicer.modules.sequences = sequences
     browser = types.SimpleNamespace(GetProxyNode=lambda sequence: volume)
-    widget._showOutputs(types.SimpleNamespace(volume=volume, sequence=object(), browser=browser))
+    jobs.show_outputs(types.SimpleNamespace(volume=volume, sequence=object(), browser=browser))
     assert calls == [("views", {"background": volume, "fit": True}), ("toolbar", True), ("active", browser)]
 
 
