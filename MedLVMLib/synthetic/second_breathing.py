@@ -109,6 +109,6 @@ def make_case(seed: int = 0, n_phases: int = 10, shape: tuple[int, int, int] = (
                            "baseline_mm": [round(float(b), 3) for b in baseline],
                            "time_jitter": [round(float(j), 4) for j in jitter]},
             "tumour_centre_mm": anatomy.tumour_centre.tolist(), "noise_hu": noise_hu,
-            "reference": "end-exhale", "dvf_convention": "pull field: phase(x) = reference(x + dvf(x)); mm; LPS (x, y, z)",
-            **anatomy.landmarks}
+            "reference": "end-exhale",
+            "dvf_convention": "pull field: phase(x) = reference(x + dvf(x)); mm; LPS (x, y, z)", **anatomy.landmarks}
     return Case(phases, labels, dict(LABEL_NAMES), dvf, meta)

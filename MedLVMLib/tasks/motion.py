@@ -300,15 +300,16 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t1
         outputs.append(decoded)
 
-    stack = np.stack(outputs)  # (S, F, Z, Y, X)
-    first = stack[0]
+    first = outputs[0]
     if sample_fields:  # the motion all samples agree on: the voxel-wise median of their fields
         first = warp_native(observed.array[-1], np.median(np.stack(sample_fields), axis=0), native, working)
-    warnings = check_prediction(np.concatenate([first[None], stack]), observed.array, model.preprocess)
+    warnings = check_prediction([first] + outputs, observed.array, model.preprocess)
     mean = std = None
     if samples > 1:
+        stack = np.stack(outputs)  # (S, F, Z, Y, X)
         mean = _predicted_phases(observed, stack.mean(axis=0))
         std = _predicted_phases(observed, stack.std(axis=0))
+        del stack
     tokens = samples * sum(r.prompt.shape[0] for r in runs) * n_future * model.tokens_per_image
     direct = None
     if first_decoded is not None:
@@ -333,14 +334,17 @@ def _to_grid(volumes: np.ndarray, shape: tuple) -> np.ndarray:
     return np.stack([resample.resample(v, shape) for v in volumes])
 
 
-def check_prediction(stack: np.ndarray, observed: np.ndarray, preprocess) -> list:
+def check_prediction(predictions, observed: np.ndarray, preprocess) -> list:
     """Errors for NaN or values no rendering can produce (beyond the observed phases and the model's HU window);
-    the warnings of a plausible-looking but suspicious prediction."""
-    output_checks.require_finite(TASK, stack, "predicted phases")
+    the warnings of a plausible-looking but suspicious prediction. `predictions`: one [F, Z, Y, X] array or a
+    list of them (the first is the prediction shown), checked one by one so that no stacked copy is made."""
+    arrays = predictions if isinstance(predictions, (list, tuple)) else [predictions]
     low, high = min(float(observed.min()), preprocess.hu_min), max(float(observed.max()), preprocess.hu_max)
-    output_checks.require_within(TASK, stack, low, high, "predicted phases")
+    for array in arrays:
+        output_checks.require_finite(TASK, array, "predicted phases")
+        output_checks.require_within(TASK, array, low, high, "predicted phases")
     warnings: list = []
-    output_checks.warn_if_constant(TASK, stack[0], observed, warnings)
+    output_checks.warn_if_constant(TASK, arrays[0], observed, warnings)
     return warnings
 
 
