@@ -187,7 +187,7 @@ def real_case(ct: Path, shape: Optional[str], n_phases: int) -> Phases:
 
     target = tuple(int(v) for v in shape.split(","))
     grid = resample.grid_over(resample.Grid(case.phases.shape, case.phases.geometry), target)
-    array = np.stack([resample.resample(v, target) for v in case.phases.array])
+    array = resample.resample_volumes(case.phases.array, target)
     return Phases(array, grid.geometry)
 
 

@@ -182,6 +182,14 @@ def to_frames(volumes: np.ndarray, size: int) -> np.ndarray:
     return np.stack(out, axis=1).astype(np.float32)
 
 
+def working_frames(volumes: np.ndarray, geometry, size: int):
+    """(the working grid, the volumes [V, Z, Y, X] resampled onto it, their coronal frames [N, V, size, size]):
+    what the nets see, at inference and in training alike."""
+    working = resample.working_grid(resample.Grid(volumes.shape[1:], geometry), AXIS, size)
+    on_working = resample.resample_volumes(volumes, working.shape)
+    return working, on_working, to_frames(on_working, size)
+
+
 def predict_frames(net: MotionNet, frames: np.ndarray, n_future: int, progress: Optional[Progress] = None):
     """frames [N, T, S, S] -> (future frames [N, F, S, S], fields [N, F, 2, S, S] or None)."""
     progress = ensure(progress)
@@ -219,11 +227,9 @@ def predict(kind: str, observed: Phases, n_future: int, n_total: Optional[int] =
             progress: Optional[Progress] = None, net: Optional[MotionNet] = None) -> Phases:
     """The learned baseline `kind` on a 4D CT: `n_future` phases after the observed ones, on the native grid."""
     net = load(kind, folder) if net is None else net
-    size = net.config.frame_size
     native = resample.Grid(observed.shape, observed.geometry)
-    working = resample.working_grid(native, AXIS, size)
-    on_working = np.stack([resample.resample(v, working.shape) for v in observed.array])
-    images, fields = predict_frames(net, to_frames(on_working, size), n_future, progress)
+    working, on_working, frames = working_frames(observed.array, observed.geometry, net.config.frame_size)
+    images, fields = predict_frames(net, frames, n_future, progress)
     out = np.empty((n_future,) + observed.shape, np.float32)
     for k in range(n_future):
         if kind == "rmsim":

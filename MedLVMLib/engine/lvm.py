@@ -205,12 +205,10 @@ def auto_generation_batch(model: MedLVMModel, n_sentences: int, prompt_length: i
     (engine/memory.py); on a CPU from a fixed budget, so that seeded samples do not depend on the machine's load."""
     transformer = model.transformer
     block = transformer.config.block_size
-    length = min(prompt_length + n_images * model.tokens_per_image, block)
+    length, prefill = min(prompt_length + n_images * model.tokens_per_image, block), min(prompt_length, block)
     element = torch.tensor([], dtype=transformer.compute_dtype()).element_size()
-    batch = memory.generation_batch(transformer.config, n_sentences, length, min(prompt_length, block), element,
-                                    model.device)
+    batch = memory.generation_batch(transformer.config, n_sentences, length, prefill, element, model.device)
     if batch < n_sentences:
         log.info("generating %d sentences in batches of %d: %s", n_sentences, batch,
-                 memory.describe(transformer.config, length, min(prompt_length, block), element,
-                                 memory.weight_bytes(transformer), batch))
+                 memory.describe(transformer.config, length, prefill, element, memory.weight_bytes(transformer), batch))
     return batch

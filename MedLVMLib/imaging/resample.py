@@ -89,6 +89,13 @@ def resample(volume: np.ndarray, shape: tuple[int, int, int], order: int = 1) ->
     return out
 
 
+def resample_volumes(volumes: np.ndarray, shape: tuple) -> np.ndarray:
+    """[V, ...] volumes, each resampled to `shape` (returned as they are when already there)."""
+    if tuple(volumes.shape[1:]) == tuple(shape):
+        return volumes
+    return np.stack([resample(v, shape) for v in volumes])
+
+
 def _centres(n: int) -> np.ndarray:
     """Voxel centres 0..n-1 in grid_sample's align_corners=False coordinates (-1, 1: the outer voxel edges)."""
     return (2.0 * np.arange(n) + 1.0) / n - 1.0
@@ -124,8 +131,10 @@ def warp_with_field(image: np.ndarray, field: np.ndarray, image_grid: Grid, fiel
         source = torch.from_numpy(np.ascontiguousarray(image))[None, None]
         coarse = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(field, np.float32), -1, 0)))[None]
         matrix = torch.as_tensor(np.ascontiguousarray(to_index), dtype=torch.float32)  # (3 zyx, 3 xyz)
+        z_norm = torch.as_tensor(_centres(nz), dtype=torch.float32)
         y_norm = torch.as_tensor(_centres(ny), dtype=torch.float32)
         x_norm = torch.as_tensor(_centres(nx), dtype=torch.float32)
+        scale = torch.tensor([max(nx - 1, 1), max(ny - 1, 1), max(nz - 1, 1)], dtype=torch.float32)
         iy = torch.arange(ny, dtype=torch.float32)
         ix = torch.arange(nx, dtype=torch.float32)
         result = np.empty_like(image) if out is None else out
@@ -134,14 +143,13 @@ def warp_with_field(image: np.ndarray, field: np.ndarray, image_grid: Grid, fiel
         for z0 in range(0, nz, step):
             z1 = min(nz, z0 + step)
             zs = torch.arange(z0, z1, dtype=torch.float32)
-            zg, yg, xg = torch.meshgrid((2.0 * zs + 1.0) / nz - 1.0, y_norm, x_norm, indexing="ij")
+            zg, yg, xg = torch.meshgrid(z_norm[z0:z1], y_norm, x_norm, indexing="ij")
             where = torch.stack((xg, yg, zg), dim=-1)[None]  # grid_sample wants (x, y, z) order
             u = F.grid_sample(coarse, where, mode="bilinear", padding_mode="border", align_corners=False)
             u = u[0].permute(1, 2, 3, 0)  # (dz, Y, X, 3 physical xyz)
             d = u @ matrix.T  # (dz, Y, X, 3 index zyx)
             zi, yi, xi = torch.meshgrid(zs, iy, ix, indexing="ij")
             pos = torch.stack((xi + d[..., 2], yi + d[..., 1], zi + d[..., 0]), dim=-1)
-            scale = torch.tensor([max(nx - 1, 1), max(ny - 1, 1), max(nz - 1, 1)], dtype=torch.float32)
             sample_at = (2.0 * pos / scale - 1.0)[None]
             warped = F.grid_sample(source, sample_at, mode="bilinear", padding_mode="border", align_corners=True)
             result[z0:z1] = warped[0, 0].clamp_(low, high).numpy()  # float rounding of the weights aside

@@ -150,25 +150,6 @@ def _fuse(volumes: list[np.ndarray], fuse: str) -> np.ndarray:
     return (np.median(stack, axis=0) if fuse == "median" else stack.mean(axis=0)).astype(np.float32)
 
 
-def warp_render(native_last: np.ndarray, recon_last: np.ndarray, decoded: np.ndarray, geometry,
-                progress: Optional[Progress] = None, working=None) -> np.ndarray:
-    """Warp the native last observed phase onto each decoded prediction.
-
-    Args:
-        native_last: HU [Z, Y, X], the last observed phase as acquired.
-        recon_last: HU, the same phase through the tokenizer (encode + decode), on the working grid.
-        decoded: HU [F, ...], the decoded predictions on the working grid.
-        geometry: the native volumes' `Geometry`.
-        working: the working `resample.Grid` (None: the native grid).
-    Returns:
-        float32 [F, Z, Y, X] on the native grid: native detail, predicted motion. The fields are registered on
-        the working grid and interpolated to every native voxel.
-    """
-    native = resample.Grid(tuple(native_last.shape), geometry)
-    working = native if working is None else working
-    return warp_native(native_last, register_predictions(recon_last, decoded, working, progress), native, working)
-
-
 def register_predictions(recon_last: np.ndarray, decoded: np.ndarray, working,
                          progress: Optional[Progress] = None) -> np.ndarray:
     """Fields [F, z, y, x, 3] (mm) from the reconstructed last phase to each decoded prediction, on `working`."""
@@ -269,7 +250,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     t0 = time.perf_counter()
     native = resample.Grid(observed.shape, observed.geometry)
     working = working_grid(native, axes, model.image_size) if grid == "model" else native
-    on_working = _to_grid(observed.array, working.shape)
+    on_working = resample.resample_volumes(observed.array, working.shape)
     timings["resample"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     runs = [_encode_axis(model, on_working, a, sentence, batch_size, progress) for a in axes]
@@ -296,7 +277,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
                 sample_fields.append(fields)
             decoded = warp_native(observed.array[-1], fields, native, working)
         else:
-            decoded = _to_grid(decoded, native.shape)
+            decoded = resample.resample_volumes(decoded, native.shape)
         timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t1
         outputs.append(decoded)
 
@@ -314,7 +295,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     direct = None
     if first_decoded is not None:
         def direct() -> Phases:
-            return _predicted_phases(observed, _to_grid(first_decoded, native.shape))
+            return _predicted_phases(observed, resample.resample_volumes(first_decoded, native.shape))
     return MotionResult(_predicted_phases(observed, first), mean, std, samples, axis, render,
                         getattr(model, "model_id", ""), timings, tokens, direct, warnings, tuple(working.shape))
 
@@ -325,13 +306,6 @@ def working_grid(native, axes: list, image_size: int):
     if len(grids) == 1:
         return grids[0]
     return resample.grid_over(native, tuple(np.max([g.shape for g in grids], axis=0)))
-
-
-def _to_grid(volumes: np.ndarray, shape: tuple) -> np.ndarray:
-    """[V, ...] volumes resampled to `shape` (returned as they are when already there)."""
-    if tuple(volumes.shape[1:]) == tuple(shape):
-        return volumes
-    return np.stack([resample.resample(v, shape) for v in volumes])
 
 
 def check_prediction(predictions, observed: np.ndarray, preprocess) -> list:

@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from MedLVMLib.baselines import learned_motion
 from MedLVMLib.errors import MedLVMError
-from MedLVMLib.imaging import resample
 from MedLVMLib.progress import Progress, ensure
 from MedLVMLib.training.corpus import HELD_OUT_SEED_START
 from MedLVMLib.training.systems import cosine_lambda
@@ -56,10 +55,7 @@ def phantom_frames(job: tuple) -> np.ndarray:
 
     torch.set_num_threads(1)
     case = phantom.make_phantom(seed=int(seed), n_phases=n_phases, shape=tuple(shape))
-    native = resample.Grid(case.phases.shape, case.phases.geometry)
-    working = resample.working_grid(native, learned_motion.AXIS, size)
-    volumes = np.stack([resample.resample(v, working.shape) for v in case.phases.array])
-    frames = learned_motion.to_frames(volumes, size)  # (N, P, S, S)
+    _, _, frames = learned_motion.working_frames(case.phases.array, case.phases.geometry, size)  # (N, P, S, S)
     keep = frames.reshape(len(frames), -1).std(axis=1) > 0.01
     return frames[keep]
 
