@@ -14,14 +14,23 @@ n_obs+n_future-1. Phase numbers past the cycle wrap around (phase n_total is pha
 - "dvf": deformable registration of the last observed phase (reference) to every other observed phase,
   then per voxel and per component a fit of the displacement as a function of phase k, evaluated at each
   future phase to warp the reference. model="lujan" (default): u(k) = a - b cos^{2n}(πk/n_total - φ), a
-  and b per voxel, the breathing shape (n ∈ {1, 2, 3}, φ) shared by all voxels and fitted to all of them;
+  and b per voxel, the breathing shape n ∈ {1, 2, 3} shared by all voxels and fitted to all of them, φ = 0
+  (`phase_offset`, see below);
   model="harmonic": the per-voxel first harmonic a + b cos(2πk/n_total) + c sin(2πk/n_total) (lets each
   voxel have its own phase, but is wrong for the sharper cos^4 / cos^6 breathing of many patients);
   model="linear": a straight line in k (no periodicity; for comparison only, it runs away).
 - "pca": the same displacement fields, reduced by PCA to `n_components` (1-2) spatial modes; each mode's
   scores form a breathing trace fitted with Lujan's periodic model z0 - b cos^{2n}(πk/n_total - φ)
-  (n ∈ {1, 2, 3}, φ on a fine grid, z0 and b by least squares; n = 1 is the first harmonic) and
+  (n ∈ {1, 2, 3}, φ = 0 as for "dvf", z0 and b by least squares; n = 1 is the first harmonic) and
   extrapolated to the future phases, which are rebuilt from the modes and warped from the reference.
+
+The phase offset φ of the Lujan fits is 0 by default: an extreme of the breathing at phase 0, which is how
+phase-binned 4D CT is labelled (phase 0 % = end-inhale, the trigger of the binning). Fitting φ as well
+(`phase_offset=None`) is ill-posed with the five observed phases of half a cycle: when every phase bin comes
+from a different breath (amplitude and baseline change from cycle to cycle), the fitted extreme moves by
+phases and the extrapolation runs past the observed range. Measured on realistic-breathing phantoms
+(docs/motion/README.md, "DVF and PCA with the phase offset of the 4D CT convention"): on seed 1002 the free fit
+misses the diaphragm by 12 mm over phases 6-9, the fixed one by 2.8 mm, copy-last by 4.9 mm.
 
 - "convlstm" / "rmsim": the learned baselines (a ConvLSTM image predictor and an RMSim-style DVF predictor,
   `baselines.learned_motion`), with the weights shipped in Resources/models/baselines/.
@@ -139,11 +148,13 @@ def lujan_shape(phases: np.ndarray, n_total: int, power: int, phi: float) -> np.
     return np.cos(np.pi * np.asarray(phases, dtype=float) / n_total - phi) ** (2 * power)
 
 
-def fit_lujan(phases: np.ndarray, values: np.ndarray, n_total: int, powers=LUJAN_POWERS) -> tuple[int, float]:
+def fit_lujan(phases: np.ndarray, values: np.ndarray, n_total: int, powers=LUJAN_POWERS,
+              phase_offset: Optional[float] = 0.0) -> tuple[int, float]:
     """The (power, φ) of z0 - b cos^{2n}(πk/n_total - φ) shared by all columns of `values` [n, m].
 
-    Each column gets its own z0 and b by least squares; (n, φ) minimise the total residual over n in
-    `powers` and 180 values of φ in [0, π). Works from the n x n Gram matrix, so m may be millions.
+    Each column gets its own z0 and b by least squares; n minimises the total residual over `powers`, with
+    φ = `phase_offset`, or with `phase_offset=None` over 180 values of φ in [0, π) as well (see the module
+    docstring for why φ is fixed by default). Works from the n x n Gram matrix, so m may be millions.
     With five noisy points many shapes fit almost equally well: candidates within TIE_FRACTION (0.2 %) of
     the data variance of the best are ties, resolved towards φ = 0 (phase 0 at an extreme of the cycle,
     end-inhale in phase-binned 4D CT), then the lower power (n = 1 is the first harmonic).
@@ -152,9 +163,10 @@ def fit_lujan(phases: np.ndarray, values: np.ndarray, n_total: int, powers=LUJAN
     flat = np.asarray(values).reshape(len(k), -1)
     centred = flat - flat.mean(axis=0)  # the constant is in every basis: centring changes no residual
     gram = (centred @ centred.T).astype(np.float64)  # (n, n)
+    offsets = np.linspace(0.0, np.pi, 180, endpoint=False) if phase_offset is None else [float(phase_offset)]
     candidates = []  # (residual, distance of φ from 0 modulo π, power, φ)
     for power in powers:
-        for phi in np.linspace(0.0, np.pi, 180, endpoint=False):
+        for phi in offsets:
             basis = np.stack([np.ones_like(k), -lujan_shape(k, n_total, power, phi)], axis=1)
             projector = basis @ np.linalg.pinv(basis)  # (n, n)
             residual = float(np.trace(gram) - np.trace(projector @ gram))
@@ -165,9 +177,11 @@ def fit_lujan(phases: np.ndarray, values: np.ndarray, n_total: int, powers=LUJAN
     return power, phi
 
 
-def fit_lujan_trace(phases: np.ndarray, scores: np.ndarray, n_total: int, powers=LUJAN_POWERS) -> Callable:
-    """Fit z(k) = z0 - b cos^{2n}(πk/n_total - φ) to a 1D `scores` trace; returns z as a function of k."""
-    power, phi = fit_lujan(phases, np.asarray(scores, dtype=float)[:, None], n_total, powers)
+def fit_lujan_trace(phases: np.ndarray, scores: np.ndarray, n_total: int, powers=LUJAN_POWERS,
+                    phase_offset: Optional[float] = 0.0) -> Callable:
+    """Fit z(k) = z0 - b cos^{2n}(πk/n_total - φ) to a 1D `scores` trace; returns z as a function of k.
+    φ = `phase_offset`, or fitted too when it is None (as `fit_lujan`)."""
+    power, phi = fit_lujan(phases, np.asarray(scores, dtype=float)[:, None], n_total, powers, phase_offset)
     basis = np.stack([np.ones(len(phases)), -lujan_shape(phases, n_total, power, phi)], axis=1)
     (z0, b), *_ = np.linalg.lstsq(basis, np.asarray(scores, dtype=float), rcond=None)
     return lambda q: z0 - b * lujan_shape(q, n_total, power, phi)
@@ -203,11 +217,13 @@ def dvf(
     model: str = "lujan",
     fields: Optional[np.ndarray] = None,
     progress: Optional[Progress] = None,
+    phase_offset: Optional[float] = 0.0,
     **register_kw,
 ) -> Phases:
     """DVF extrapolation: per-voxel fit of the registered displacement vs phase, evaluated at future phases.
 
     `fields` may pass `observed_fields(observed)` computed once for both "dvf" and "pca" (the costly part);
+    `phase_offset`: φ of the Lujan model (0: phase 0 is end-inhale; None: fitted, see the module docstring);
     `register_kw` goes to `registration.register` (e.g. levels=(4, 2) to skip the finest level).
     """
     cycle = _check(observed, n_future, n_total)
@@ -219,7 +235,7 @@ def dvf(
         raise MedLVMError(f"the {model} DVF model needs at least {needed} observed phases, got {n_obs}")
     fields = _fields(observed, fields, progress, register_kw)  # (n_obs, Z, Y, X, 3)
     flat = fields.reshape(n_obs, -1)  # (n_obs, V*3)
-    shape = fit_lujan(np.arange(n_obs), flat, cycle) if model == "lujan" else (1, 0.0)
+    shape = fit_lujan(np.arange(n_obs), flat, cycle, phase_offset=phase_offset) if model == "lujan" else (1, 0.0)
     basis = _design(np.arange(n_obs), cycle, model, shape)  # (n_obs, n_params)
     coefficients, *_ = np.linalg.lstsq(basis, flat, rcond=None)  # (n_params, V*3)
     future = _design(np.arange(n_obs, n_obs + n_future), cycle, model, shape) @ coefficients
@@ -234,11 +250,12 @@ def pca(
     n_components: int = 1,
     fields: Optional[np.ndarray] = None,
     progress: Optional[Progress] = None,
+    phase_offset: Optional[float] = 0.0,
     **register_kw,
 ) -> Phases:
     """PCA respiratory motion model driven by a fitted Lujan breathing trace (see module docstring).
 
-    `fields` and `register_kw` as for `dvf`.
+    `fields`, `phase_offset` and `register_kw` as for `dvf`.
     """
     cycle = _check(observed, n_future, n_total)
     n_obs = observed.n_phases
@@ -250,7 +267,8 @@ def pca(
     modes, mean, scores = principal_modes(fields.reshape(n_obs, -1), n_components)
     future_k = np.arange(n_obs, n_obs + n_future)
     future_scores = np.stack(
-        [fit_lujan_trace(np.arange(n_obs), scores[:, c], cycle)(future_k) for c in range(n_components)], axis=1
+        [fit_lujan_trace(np.arange(n_obs), scores[:, c], cycle, phase_offset=phase_offset)(future_k)
+         for c in range(n_components)], axis=1
     )  # (n_future, n_components)
     future = mean + future_scores @ modes
     future_fields = future.reshape((n_future,) + fields.shape[1:]).astype(np.float32)

@@ -82,8 +82,34 @@ def test_lujan_trace_fit_recovers_the_model(power, phi):
         return 2.0 - 5.0 * np.cos(np.pi * np.asarray(k, dtype=float) / 10 - phi) ** (2 * power)
 
     k = np.arange(5)
-    fitted = motion.fit_lujan_trace(k, truth(k), 10)
+    fitted = motion.fit_lujan_trace(k, truth(k), 10, phase_offset=None)
     np.testing.assert_allclose(fitted(np.arange(5, 10)), truth(np.arange(5, 10)), atol=0.3)
+
+
+def jittered_traces(n_traces: int = 40, seed: int = 0) -> np.ndarray:
+    """[n_traces, 10] diaphragm-like traces, one breath per phase bin: z(k) = -A_k cos^4(πk/10) + c_k with the
+    amplitude A_k and baseline c_k of each bin's breath drawn around 15 and 0 mm (cycle-to-cycle variation)."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(10)
+    amplitude = rng.normal(15.0, 2.0, (n_traces, 10))
+    baseline = rng.normal(0.0, 1.0, (n_traces, 10))
+    return -amplitude * np.cos(np.pi * k / 10) ** 4 + baseline
+
+
+def test_lujan_fit_with_the_4dct_phase_offset_predicts_jittered_breathing():
+    # Phase 0 is end-inhale (the 4D CT convention). With the offset fixed there, the fit of phases 0-4 predicts
+    # the return of phases 6-9 far better than copying phase 4; fitting the offset as well from half a cycle of
+    # jittered bins moves the extreme (on these traces: 4.7 mm against 1.3 mm, copy-last 5.5 mm).
+    traces = jittered_traces()
+    observed, future = np.arange(5), np.arange(6, 10)
+
+    def error(phase_offset):
+        fits = [motion.fit_lujan_trace(observed, z[:5], 10, phase_offset=phase_offset) for z in traces]
+        return np.mean([np.abs(fit(future) - z[6:]).mean() for fit, z in zip(fits, traces)])
+
+    copy_last = np.mean([np.abs(z[4] - z[6:]).mean() for z in traces])
+    assert error(0.0) < 0.5 * copy_last
+    assert error(0.0) < 0.5 * error(None)
 
 
 def test_dvf_linear_model_and_fewer_future_phases(series):
