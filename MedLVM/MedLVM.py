@@ -358,7 +358,6 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._models = []
-        self._defaultModel = ""
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -432,7 +431,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from MedLVMLib.slicer import models
 
         shown = self._currentModel() if self._models else ""
-        self._models, self._defaultModel = models.model_choices(), models.read_default_model()
+        self._models = models.model_choices()
         combo = self.ui.modelComboBox
         with self._modelSignalsBlocked():
             combo.clear()
@@ -440,14 +439,21 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 combo.addItem(choice.label)
                 combo.setItemData(combo.count - 1, choice.tooltip, qt.Qt.ToolTipRole)
             combo.addItem(CUSTOM_MODEL)
-            self._selectModel(shown or self._defaultModel)
+            self._selectModel(shown or self._defaultModel())
 
     def _showModel(self, model: str) -> None:
         """Show `model` ("": the default the engine runs) in the combo box, without writing it back."""
-        if (self._currentModel() or self._defaultModel) != (model or self._defaultModel):
+        default = self._defaultModel()
+        if (self._currentModel() or default) != (model or default):
             with self._modelSignalsBlocked():
-                self._selectModel(model or self._defaultModel)
+                self._selectModel(model or default)
         self._updateModelInfo()
+
+    def _defaultModel(self) -> str:
+        """The model the engine runs for the chosen task when none is picked (models.json)."""
+        from MedLVMLib.slicer import models
+
+        return models.read_default_model(task=self._parameterNode.task if self._parameterNode else "")
 
     @contextlib.contextmanager
     def _modelSignalsBlocked(self):

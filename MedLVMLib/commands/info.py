@@ -53,7 +53,7 @@ def _device_lines() -> list:
 
 def model_rows() -> list:
     """(id, status, location) for every registered model."""
-    from MedLVMLib.engine.checkpoints.registry import is_available, load_registry, model_location
+    from MedLVMLib.engine.checkpoints.registry import default_mark, is_available, load_registry, model_location
 
     registry = load_registry()
     rows = []
@@ -61,7 +61,7 @@ def model_rows() -> list:
         folder = model_location(entry, registry)
         status = "available" if is_available(folder) else (
             "MISSING (train it: medlvm train ...)" if entry.bundled else "not downloaded")
-        mark = " (default)" if entry.id == registry.default else ""
+        mark = default_mark(registry, entry.id)
         rows.append((entry.id + mark, status, str(folder)))
     return rows
 

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def table() -> str:
-    from MedLVMLib.engine.checkpoints.registry import is_available, load_registry, model_location
+    from MedLVMLib.engine.checkpoints.registry import default_mark, is_available, load_registry, model_location
 
     registry = load_registry()
     head = "| id | tasks | device | memory | size | status | description |"
@@ -27,7 +27,7 @@ def table() -> str:
         else:
             status = f"missing: {folder}" if entry.bundled else f"not downloaded ({entry.source.get('hub')})"
         size = f"{entry.size_bytes / 1e9:.2f} GB" if entry.size_bytes else "-"
-        name = entry.id + (" (default)" if entry.id == registry.default else "")
+        name = entry.id + default_mark(registry, entry.id)
         lines.append(f"| {name} | {', '.join(entry.tasks)} | {entry.recommended_device} | {entry.memory_gb:g} GB | "
                      f"{size} | {status} | {entry.description} |")
     return "\n".join(lines)

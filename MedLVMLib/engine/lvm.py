@@ -64,27 +64,28 @@ def random_model(preset: str = "medlvm-tiny", seed: int = 0, device: Any = "cpu"
 
 
 def load_model(id_or_path: Optional[Union[str, os.PathLike]] = None, device: Any = "auto", dtype: Any = None,
-               tokenizer_path: Optional[Union[str, os.PathLike]] = None) -> MedLVMModel:
+               tokenizer_path: Optional[Union[str, os.PathLike]] = None, task: Optional[str] = None) -> MedLVMModel:
     """Load a tokenizer + transformer pair.
 
     Args:
-        id_or_path: None (the bundled default of Resources/models.json), a registry id or a checkpoint folder
-            (MedLVM format, or an official LVM folder: HF LLaMA files + a vqvae/ subfolder).
+        id_or_path: None (the bundled default of Resources/models.json, or its default for `task`), a registry
+            id or a checkpoint folder (MedLVM format, or an official LVM folder: HF LLaMA files + a vqvae/
+            subfolder).
         device: "auto", "cpu", "cuda", "cuda:N".
         dtype: transformer weights dtype (None: bf16 on CUDA, fp32 on CPU); the tokenizer stays fp32.
         tokenizer_path: an open-muse / MedLVM folder for the tokenizer when the folder has none.
     """
     dev = resolve_device(device)
     dt = parse_dtype(dtype) or default_dtype(dev)
-    key = (str(id_or_path), str(dev), str(dt), str(tokenizer_path))
+    key = (str(id_or_path), str(dev), str(dt), str(tokenizer_path), str(task if id_or_path is None else None))
     if MODEL_CACHE is not None and key in MODEL_CACHE:
         return MODEL_CACHE[key]
     registry = load_registry()
-    folder = resolve_model_folder(None if id_or_path is None else str(id_or_path), registry)
+    folder = resolve_model_folder(None if id_or_path is None else str(id_or_path), registry, task)
     if folder is None:
         log.warning("bundled model %r not found: using medlvm-tiny with RANDOM weights (seed 0); outputs are "
                     "meaningless until you train it with `medlvm train tokenizer` and `medlvm train transformer`",
-                    registry.default)
+                    registry.default_for(task))
         model = random_model("medlvm-tiny", seed=0, device=dev)
         model.model_id = RANDOM_FALLBACK_ID
     else:

@@ -126,7 +126,7 @@ def check_motion_args(phases: Any, n_observed: int, n_future: Optional[int], axi
 
 
 def resolve_model(model: Any, device: str = "auto", dtype: Any = None):
-    """A MedLVMModel from None (the bundled default), a registry id, a folder path, or a model object.
+    """A MedLVMModel from None (the bundled default for motion), a registry id, a folder path, or a model object.
 
     dtype: the transformer's weights when loading (None: bf16 on CUDA, fp32 on CPU; bf16 on CPU runs mixed).
     """
@@ -134,7 +134,7 @@ def resolve_model(model: Any, device: str = "auto", dtype: Any = None):
 
     if isinstance(model, lvm.MedLVMModel):
         return model
-    return lvm.load_model(None if model is None else str(model), device=device, dtype=dtype)
+    return lvm.load_model(None if model is None else str(model), device=device, dtype=dtype, task="motion")
 
 
 def _predicted_phases(observed: Phases, array: np.ndarray) -> Phases:

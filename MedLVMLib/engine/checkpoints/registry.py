@@ -5,7 +5,7 @@ there and intact, and which folder a model id or path names.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -35,9 +35,17 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class Registry:
+    """default: the model run when none is named; task_defaults: task -> a model that replaces it for that task
+    (models.json "task_defaults", e.g. {"motion": "medlvm-tiny-ct-breathing"})."""
+
     default: str
     models: Dict[str, ModelEntry]
     path: Path
+    task_defaults: Dict[str, str] = field(default_factory=dict)
+
+    def default_for(self, task: Optional[str] = None) -> str:
+        """The model id run for `task` when none is named (the general default when the task has none)."""
+        return self.task_defaults.get(str(task), self.default) if task else self.default
 
 
 def load_registry(path: Optional[os.PathLike] = None) -> Registry:
@@ -53,7 +61,22 @@ def load_registry(path: Optional[os.PathLike] = None) -> Registry:
     default = str(data.get("default", ""))
     if default and default not in models:
         raise CheckpointError(f"{path}: default model {default!r} is not among {sorted(models)}")
-    return Registry(default, models, path)
+    task_defaults = data.get("task_defaults", {})
+    if not isinstance(task_defaults, dict):
+        raise CheckpointError(f"{path}: task_defaults must map a task to a model id, got {task_defaults!r}")
+    for task, model_id in task_defaults.items():
+        if model_id not in models:
+            raise CheckpointError(f"{path}: the default model of {task} {model_id!r} is not among {sorted(models)}")
+        if models[model_id].tasks and task not in models[model_id].tasks:
+            raise CheckpointError(f"{path}: {model_id!r} is the default of {task} but does not list it in its tasks")
+    return Registry(default, models, path, {str(k): str(v) for k, v in task_defaults.items()})
+
+
+def default_mark(registry: Registry, model_id: str) -> str:
+    """" (default)", " (default for motion)", ... or "": how a model listing marks the defaults."""
+    roles = (["default"] if model_id == registry.default else []) + \
+        [f"default for {task}" for task, chosen in sorted(registry.task_defaults.items()) if chosen == model_id]
+    return f" ({', '.join(roles)})" if roles else ""
 
 
 def model_location(entry: ModelEntry, registry: Optional[Registry] = None) -> Path:
@@ -76,10 +99,10 @@ def verify_sha256(entry: ModelEntry, folder: Path) -> None:
                               "or was replaced: reinstall or retrain it")
 
 
-def resolve_model_folder(id_or_path: Optional[str], registry: Registry) -> Optional[Path]:
-    """The checkpoint folder of a registry id or path (None = the default); None when the bundled default is
-    missing (load_model then falls back to random weights). Raises CheckpointError with what to do."""
-    key = id_or_path or registry.default
+def resolve_model_folder(id_or_path: Optional[str], registry: Registry, task: Optional[str] = None) -> Optional[Path]:
+    """The checkpoint folder of a registry id or path (None = the default of `task`); None when the bundled
+    default is missing (load_model then falls back to random weights). Raises CheckpointError with what to do."""
+    key = id_or_path or registry.default_for(task)
     entry = registry.models.get(key)
     if entry is None:
         path = Path(str(key)).expanduser()

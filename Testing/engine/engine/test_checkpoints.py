@@ -24,7 +24,7 @@ from MedLVMLib.engine.checkpoints.formats import (
     save_checkpoint,
     sha256_file,
 )
-from MedLVMLib.engine.checkpoints.registry import load_registry, model_location
+from MedLVMLib.engine.checkpoints.registry import default_mark, load_registry, model_location, resolve_model_folder
 from MedLVMLib.engine.config import PreprocessConfig, TokenizerConfig, TransformerConfig
 from MedLVMLib.engine.models.transformer import Transformer
 from MedLVMLib.engine.models.vqgan import VQGAN
@@ -177,10 +177,51 @@ def test_registry_entries():
             assert model_location(entry, registry).parent == registry.path.parent / "models"
 
 
-def write_registry(folder, models, default=""):
+def write_registry(folder, models, default="", task_defaults=None):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "models.json").write_text(json.dumps({"format_version": 1, "default": default, "models": models}))
+    data = {"format_version": 1, "default": default, "models": models}
+    if task_defaults is not None:
+        data["task_defaults"] = task_defaults
+    (folder / "models.json").write_text(json.dumps(data))
     return folder
+
+
+def test_the_bundled_motion_default_is_its_own_model():
+    registry = load_registry()
+    motion = registry.default_for("motion")
+    assert motion != registry.default and "motion" in registry.models[motion].tasks
+    assert registry.default_for("segment") == registry.default == registry.default_for(None)
+    assert default_mark(registry, motion) == " (default for motion)"
+    assert default_mark(registry, registry.default) == " (default)"
+
+
+def _entry(model_id, tasks):
+    return {"id": model_id, "description": "d", "source": {"bundled": f"models/{model_id}"}, "tasks": tasks}
+
+
+def test_task_defaults_pick_the_folder_of_the_task(tmp_path):
+    entries = [_entry("general", ["motion", "segment"]), _entry("moving", ["motion"])]
+    folder = write_registry(tmp_path / "res", entries, "general", {"motion": "moving"})
+    for name in ("general", "moving"):
+        (folder / "models" / name).mkdir(parents=True)
+        (folder / "models" / name / "config.json").write_text("{}")
+        (folder / "models" / name / "model.safetensors").write_bytes(b"x")
+    registry = load_registry(folder / "models.json")
+    assert resolve_model_folder(None, registry, "motion").name == "moving"
+    assert resolve_model_folder(None, registry, "segment").name == "general"
+    assert resolve_model_folder("general", registry, "motion").name == "general"  # a named model wins
+
+
+@pytest.mark.parametrize("task_defaults, problem", [
+    ({"motion": "absent"}, "'absent' is not among"),
+    ({"segment": "moving"}, "does not list it in its tasks"),
+    (["moving"], "must map a task to a model id"),
+])
+def test_bad_task_defaults_are_named(tmp_path, task_defaults, problem):
+    entries = [_entry("general", ["motion", "segment"]), _entry("moving", ["motion"])]
+    folder = write_registry(tmp_path / "res", entries, "general", task_defaults)
+    with pytest.raises(CheckpointError, match=problem):
+        load_registry(folder / "models.json")
 
 
 def test_download_needs_consent_and_uses_cache(tmp_path, monkeypatch, lvm_folder):
