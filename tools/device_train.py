@@ -114,9 +114,9 @@ def _expand(grey: np.ndarray, colour: dict) -> np.ndarray:
 
 def _sentences(job: tuple) -> tuple:
     """Sentences of `indices`, each from the generator training.data gives index i: default_rng([seed, i])."""
-    seed, indices, size, n_images, weights = job
+    seed, indices, size, n_images, weights, phase0 = job
     rngs = (np.random.default_rng([int(seed), int(i)]) for i in indices)
-    return _compact(np.stack([corpus.sentence(rng, size, n_images, weights, _POOL) for rng in rngs]))
+    return _compact(np.stack([corpus.sentence(rng, size, n_images, weights, _POOL, phase0) for rng in rngs]))
 
 
 def start_sentences(recipe: Recipe, size: int, pool: Optional[corpus.CTPool], workers: int):
@@ -129,7 +129,7 @@ def start_sentences(recipe: Recipe, size: int, pool: Optional[corpus.CTPool], wo
     d = recipe.data
     per_job = max(1, SENTENCE_BATCH_IMAGES // d.n_images)
     weights = {"video": d.video, "pairs": d.pairs, "ct": d.ct}
-    jobs = [(d.seed, range(i, min(i + per_job, d.n_sentences)), size, d.n_images, weights)
+    jobs = [(d.seed, range(i, min(i + per_job, d.n_sentences)), size, d.n_images, weights, d.ct_phase0)
             for i in range(0, d.n_sentences, per_job)]
     executor = ProcessPoolExecutor(max(1, workers), mp_context=_FORK)
     return executor, [executor.submit(_sentences, job) for job in jobs]

@@ -104,10 +104,14 @@ class CTPool:
             keep = slices.reshape(slices.shape[0], slices.shape[1], -1).std(axis=(0, 2)) > 0.01  # drop empty slices
             self.frames.append(slices[:, keep] if keep.any() else slices)
 
-    def sentence(self, rng: np.random.Generator, n_images: int) -> np.ndarray:
+    def sentence(self, rng: np.random.Generator, n_images: int, phase0: float = 0.0) -> np.ndarray:
+        """Phases of one slice position in breathing order, cyclic; from phase 0 (end-inhale) with probability
+        `phase0`, else from a random phase."""
         case = self.frames[int(rng.integers(len(self.frames)))]
         p, n = case.shape[:2]
         z, start = int(rng.integers(n)), int(rng.integers(p))
+        if phase0 > 0 and rng.random() < phase0:
+            start = 0
         order = [(start + t) % p for t in range(n_images)]
         return grey3(case[order, z])
 
@@ -138,11 +142,11 @@ def tokenizer_image(rng: np.random.Generator, size: int, weights: Dict[str, floa
 
 
 def sentence(rng: np.random.Generator, size: int, n_images: int, weights: Dict[str, float],
-             ct: CTPool = None) -> np.ndarray:
-    """One visual sentence [n_images, 3, size, size]; weights over video/pairs/ct."""
+             ct: CTPool = None, phase0: float = 0.0) -> np.ndarray:
+    """One visual sentence [n_images, 3, size, size]; weights over video/pairs/ct (`phase0`: CTPool.sentence)."""
     kind = _choose(rng, weights)
     if kind == "ct":
-        return ct.sentence(rng, n_images)
+        return ct.sentence(rng, n_images, phase0)
     if kind == "pairs":
         return pair_sentence(rng, size, n_images)
     return video_sentence(rng, size, n_images)

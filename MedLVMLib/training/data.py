@@ -70,8 +70,8 @@ class TokenizerDataModule(pl.LightningDataModule):
 
 def _make_sentences(job) -> np.ndarray:
     """Sentences [n, n_images, 3, s, s] for indices `idx` (a top-level function: picklable for workers)."""
-    seed, idx, size, n_images, weights, ct = job
-    return np.stack([corpus.sentence(_rng(seed, i), size, n_images, weights, ct) for i in idx])
+    seed, idx, size, n_images, weights, ct, phase0 = job
+    return np.stack([corpus.sentence(_rng(seed, i), size, n_images, weights, ct, phase0) for i in idx])
 
 
 def build_sentences(recipe: Recipe, tokenizer, progress: Optional[Progress] = None,
@@ -87,7 +87,7 @@ def build_sentences(recipe: Recipe, tokenizer, progress: Optional[Progress] = No
     progress = ensure(progress)
     progress.stage("tokenising sentences", d.n_sentences)
     per_batch = max(1, batch_images // d.n_images)
-    jobs = [(d.seed, range(i, min(i + per_batch, d.n_sentences)), size, d.n_images, weights, ct)
+    jobs = [(d.seed, range(i, min(i + per_batch, d.n_sentences)), size, d.n_images, weights, ct, d.ct_phase0)
             for i in range(0, d.n_sentences, per_batch)]
     device = next(tokenizer.parameters()).device
     tokenizer.eval()

@@ -54,6 +54,8 @@ class TransformerData:
     pairs: float = 0.3         # analogy pairs on natural images: (noisy, clean), (blurred, sharp), (image, mask)
     ct: float = 0.0            # 4D CT phantom coronal slices, phases in breathing order (cyclic)
     ct_seeds: Tuple[int, int] = (0, 200)
+    ct_phase0: float = 0.0     # share of the CT sentences that start at phase 0 (end-inhale, as the motion task
+                               # prompts); the others start at a random phase
     cache: str = ""            # .npz token cache to reuse ("" = build in the run folder)
 
 

@@ -235,7 +235,10 @@ def export_model(recipe: Recipe, system, tokenizer, folder: Path) -> Path:
 
 
 def _write_summary(run_dir: Path, recipe: Recipe, step: int, wall: float, metrics: Dict[str, Any]) -> None:
+    t = recipe.trainer
+    seen = step * t.batch_size * max(1, t.accumulate) * max(1, t.devices if isinstance(t.devices, int) else 1)
     info = {"kind": recipe.kind, "global_step": step, "wall_s": round(wall, 1), "metrics": metrics,
+            ("sentences_seen" if recipe.kind == "transformer" else "images_seen"): seen,
             "hardware": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
             "torch": torch.__version__, "source": recipe.source}
     (run_dir / "summary.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -89,3 +89,21 @@ def test_ct_pool_sentences_follow_breathing_cycle():
     s = pool.sentence(rng, 12)
     assert s.shape == (12, 3, 32, 32) and 0 <= s.min() and s.max() <= 1
     np.testing.assert_array_equal(s[0], s[10])  # cyclic: phase p and p + 10 are the same image
+
+
+def test_ct_pool_sentences_can_start_at_phase_0():
+    pytest.importorskip("MedLVMLib.synthetic.phantom")
+    pool = corpus.CTPool([0], 32, PreprocessConfig(), shape=(24, 32, 32), n_phases=10)
+    case = pool.frames[0]  # (phases, slices, s, s)
+
+    def starts(phase0: float) -> list:
+        """The start phase of 12 sentences: the k with sentence == slice z's phases rolled by k."""
+        out = []
+        for seed in range(12):
+            s = pool.sentence(np.random.default_rng(seed), 10, phase0)[:, 0]
+            out.append(next(k for z in range(case.shape[1]) for k in range(10)
+                            if np.array_equal(s, np.roll(case[:, z], -k, axis=0))))
+        return out
+
+    assert starts(1.0) == [0] * 12
+    assert len(set(starts(0.0))) > 3  # random start phases

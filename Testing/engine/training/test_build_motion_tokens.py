@@ -1,0 +1,61 @@
+"""tools/build_motion_tokens.py: breathing sentences in the 4D CT order from a frames cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from MedLVMLib.engine.checkpoints.formats import save_checkpoint
+from MedLVMLib.engine.config import TokenizerConfig, TransformerConfig
+from MedLVMLib.engine.models.transformer import Transformer
+from MedLVMLib.engine.models.vqgan import VQGAN
+
+TOOL = Path(__file__).resolve().parents[3] / "tools" / "build_motion_tokens.py"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("tool_build_motion_tokens", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_orders_start_at_phase_0_then_at_random_phases(tool):
+    orders = tool.sentence_orders(7, 10, 3, seed=1)
+    assert orders.shape == (21, 2)
+    np.testing.assert_array_equal(orders[:7], np.stack([np.arange(7), np.zeros(7, int)], axis=1))
+    np.testing.assert_array_equal(orders[7:, 0], np.tile(np.arange(7), 2))
+    assert orders[7:, 1].min() >= 1 and orders[7:, 1].max() <= 9 and len(set(orders[7:, 1])) > 1
+
+
+def test_sentences_are_the_encoded_phases_in_cycle_order(tool, tmp_path):
+    torch.manual_seed(0)
+    tokenizer = VQGAN(TokenizerConfig.from_name("tiny"))
+    model = save_checkpoint(tmp_path / "tiny", tokenizer=tokenizer,
+                            transformer=Transformer(TransformerConfig.from_name("tiny")), model_id="tiny")
+    size = tokenizer.config.resolution
+    frames = np.random.default_rng(0).random((3, 10, size, size)).astype(np.float16)
+    np.save(tmp_path / "frames.npy", frames)
+    mix = np.full((2, 10, tokenizer.config.tokens_per_image), 5, np.int16)
+    np.savez(tmp_path / "mix.npz", codes=mix)
+    out = tmp_path / "tokens.npz"
+    tool.main(["--frames", str(tmp_path / "frames.npy"), "--model", str(model), "--rotations", "2",
+               "--mix", str(tmp_path / "mix.npz"), "--threads", "1", "--out", str(out)])
+    saved = np.load(out)
+    codes, orders = saved["codes"], saved["orders"]
+    assert codes.shape == (3 * 2 + 2, 10, tokenizer.config.tokens_per_image) and codes.dtype == np.int16
+    with torch.inference_mode():
+        first = torch.from_numpy(frames[1].astype(np.float32))[:, None].expand(-1, 3, -1, -1).contiguous()
+        expected = tokenizer.encode(first).reshape(10, -1).numpy()
+    np.testing.assert_array_equal(codes[1], expected)  # slice position 1 from phase 0
+    start = orders[3 + 1, 1]
+    np.testing.assert_array_equal(codes[3 + 1], np.roll(expected, -start, axis=0))  # the same, cyclic from `start`
+    np.testing.assert_array_equal(codes[-2:], mix)
+    assert not list(tmp_path.glob("*.partial.npz"))
