@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the bundled models medlvm-tiny-zs and medlvm-tiny-ct exactly as they were made (CPU only).
+# Reproduces the bundled models medlvm-tiny-zs, medlvm-tiny-ct and medlvm-tiny-ct-breathing as they were made (CPU only).
 # Each stage stops at trainer.max_steps or trainer.max_minutes, whichever comes first, so on a busy or slow
 # machine the step counts (and the weights) differ from the model cards; the cards give the steps reached.
 set -euo pipefail
@@ -40,3 +40,17 @@ $PY -m MedLVMLib.training.bundle --id medlvm-tiny-ct --run runs/transformer_tiny
     --intro "medlvm-tiny-zs with its transformer fine-tuned on 4D CT breathing phantoms (phantom seeds 0-23; \
 seeds >= 1000 are held out for evaluation), coronal slices with the phases in breathing order. The tokenizer is \
 the zero-shot one (never trained on CT)."
+
+# 6. the motion default medlvm-tiny-ct-breathing: medlvm-tiny-ct fine-tuned on breathing sentences in the 4D CT
+#    phase order (model card: Resources/models/medlvm-tiny-ct-breathing/README.md). It reads the frames cache of the
+#    learned baselines (runs/motion_baselines/, written by tools/train_motion_baselines.py) and mixes in the token
+#    cache of the medlvm-tiny-ct-motion run (Resources/configs/transformer_tiny_ct_motion.yaml).
+$PY tools/train_motion_baselines.py
+$PY -m MedLVMLib train transformer --config Resources/configs/transformer_tiny_ct_motion.yaml
+$PY tools/build_motion_tokens.py --stride 3 --mix runs/transformer_tiny_ct_motion/tokens.npz
+$PY -m MedLVMLib train transformer --config Resources/configs/transformer_tiny_ct_breathing.yaml
+mkdir -p Resources/models/medlvm-tiny-ct-breathing
+cp runs/transformer_tiny_ct_breathing/model/config.json runs/transformer_tiny_ct_breathing/model/model.safetensors \
+    Resources/models/medlvm-tiny-ct-breathing/
+echo "update sha256 and size_bytes of medlvm-tiny-ct-breathing in Resources/models.json:"
+sha256sum Resources/models/medlvm-tiny-ct-breathing/model.safetensors
