@@ -834,11 +834,17 @@ def test_model_choice_and_parameter_node_agree_through_scene_close_and_load(
 
     monkeypatch.setitem(FAKE_WRAPPER, "returns_gui_tag", returns_gui_tag)
     combo = widget.ui.modelComboBox
-    default = json.loads((ROOT / "Resources" / "models.json").read_text(encoding="utf-8"))["default"]
+    registry = json.loads((ROOT / "Resources" / "models.json").read_text(encoding="utf-8"))
     wrappers = [widget._parameterNode]
     widget.enter()  # the module is shown again: a new wrapper, connected to the GUI
     wrappers.append(widget._parameterNode)
+    default = registry.get("task_defaults", {}).get(widget._parameterNode.task, registry["default"])  # what runs
     assert default and combo.currentText.startswith(f"{default} — ") and widget._parameterNode.model == ""
+    task = widget._parameterNode.task
+    widget._parameterNode.task = "segment"  # another task shows its own default
+    assert combo.currentText.startswith(f"{registry['default']} — ") and widget._parameterNode.model == ""
+    widget._parameterNode.task = task
+    assert combo.currentText.startswith(f"{default} — ")
     combo.currentIndex = [widget_choice.id for widget_choice in widget._models].index("medlvm-tiny-zs")  # user picks
     assert widget._parameterNode.model == "medlvm-tiny-zs"
     saved = _scene_xml(slicer.mrmlScene)
