@@ -186,15 +186,6 @@ def write_registry(folder, models, default="", task_defaults=None):
     return folder
 
 
-def test_the_bundled_motion_default_is_its_own_model():
-    registry = load_registry()
-    motion = registry.default_for("motion")
-    assert motion != registry.default and "motion" in registry.models[motion].tasks
-    assert registry.default_for("segment") == registry.default == registry.default_for(None)
-    assert default_mark(registry, motion) == " (default for motion)"
-    assert default_mark(registry, registry.default) == " (default)"
-
-
 def _entry(model_id, tasks):
     return {"id": model_id, "description": "d", "source": {"bundled": f"models/{model_id}"}, "tasks": tasks}
 

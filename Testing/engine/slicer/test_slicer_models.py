@@ -124,7 +124,6 @@ def test_the_panel_shows_the_default_the_engine_runs_for_each_task(monkeypatch):
     engine = registry.load_registry()
     for task in ("", "motion", "segment", "denoise", "superres"):
         assert models.read_default_model(task=task) == engine.default_for(task or None)
-    assert models.read_default_model(task="motion") != models.read_default_model()
 
 
 # --------------------------------------------------------------------------- consent
