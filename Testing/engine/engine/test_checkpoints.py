@@ -24,7 +24,7 @@ from MedLVMLib.engine.checkpoints.formats import (
     save_checkpoint,
     sha256_file,
 )
-from MedLVMLib.engine.checkpoints.registry import default_mark, load_registry, model_location, resolve_model_folder
+from MedLVMLib.engine.checkpoints.registry import load_registry, model_location, resolve_model_folder
 from MedLVMLib.engine.config import PreprocessConfig, TokenizerConfig, TransformerConfig
 from MedLVMLib.engine.models.transformer import Transformer
 from MedLVMLib.engine.models.vqgan import VQGAN
