@@ -26,9 +26,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from MedLVMLib.progress import TqdmProgress
-from MedLVMLib.training.run import load_parts
-
-BATCH = 512
+from MedLVMLib.engine import lvm
 
 
 def sentence_orders(n_sequences: int, n_phases: int, rotations: int, seed: int) -> np.ndarray:
@@ -41,26 +39,18 @@ def sentence_orders(n_sequences: int, n_phases: int, rotations: int, seed: int) 
     return np.asarray(rows, dtype=np.int64)
 
 
-def encode(tokenizer, frames: np.ndarray, progress) -> np.ndarray:
-    """frames [N, P, S, S] in [0, 1] -> codes [N, P, tokens_per_image] int16."""
+def encode(model, frames: np.ndarray, progress) -> np.ndarray:
+    """frames [N, P, S, S] in [0, 1] -> codes [N, P, tokens_per_image] int16, with the engine's encoder."""
     n, p = frames.shape[:2]
-    flat = frames.reshape(n * p, *frames.shape[2:])
-    out = []
-    progress.stage("tokenising frames", len(flat))
-    tokenizer.eval()
-    with torch.inference_mode():
-        for start in range(0, len(flat), BATCH):
-            grey = torch.from_numpy(np.asarray(flat[start:start + BATCH], dtype=np.float32))
-            codes = tokenizer.encode(grey[:, None].expand(-1, 3, -1, -1).contiguous())
-            out.append(codes.reshape(len(grey), -1).numpy().astype(np.int16))
-            progress.advance(len(grey))
-    return np.concatenate(out).reshape(n, p, -1)
+    codes = lvm.encode_images(model, np.asarray(frames, np.float32).reshape(n * p, *frames.shape[2:]),
+                              progress=progress)
+    return codes.astype(np.int16).reshape(n, p, -1)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=Path, default=Path("runs/motion_baselines/frames_seeds0-160.npy"))
-    ap.add_argument("--model", default="medlvm-tiny-ct", help="the tokenizer of this model folder or id")
+    ap.add_argument("--model", default="medlvm-tiny-ct", help="the tokenizer of this model (folder or id)")
     ap.add_argument("--rotations", type=int, default=2)
     ap.add_argument("--mix", type=Path, help="a token cache .npz whose sentences are appended")
     ap.add_argument("--stride", type=int, default=1, help="every STRIDE-th slice position (neighbours are alike)")
@@ -74,8 +64,7 @@ def main(argv=None) -> int:
     frames = frames[:: args.stride]
     if args.limit:
         frames = frames[: args.limit]
-    tokenizer = load_parts(args.model, "--model")[0]
-    codes = encode(tokenizer, frames, TqdmProgress())
+    codes = encode(lvm.load_model(args.model, device="cpu"), frames, TqdmProgress())
     orders = sentence_orders(len(codes), codes.shape[1], args.rotations, args.seed)
     phases = (orders[:, 1:2] + np.arange(codes.shape[1])[None]) % codes.shape[1]
     sentences = codes[orders[:, :1], phases]  # (M, P, tpi)
