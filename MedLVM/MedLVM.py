@@ -358,6 +358,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._models = []
+        self._registry = {}  # models.json as read when the selector was filled (its defaults)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -431,7 +432,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from MedLVMLib.slicer import models
 
         shown = self._currentModel() if self._models else ""
-        self._models = models.model_choices()
+        self._models, self._registry = models.model_choices(), models.read_registry()
         combo = self.ui.modelComboBox
         with self._modelSignalsBlocked():
             combo.clear()
@@ -453,7 +454,7 @@ class MedLVMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The model the engine runs for the chosen task when none is picked (models.json)."""
         from MedLVMLib.slicer import models
 
-        return models.read_default_model(task=self._parameterNode.task if self._parameterNode else "")
+        return models.default_model(self._registry, self._parameterNode.task if self._parameterNode else "")
 
     @contextlib.contextmanager
     def _modelSignalsBlocked(self):

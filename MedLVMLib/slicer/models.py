@@ -40,10 +40,9 @@ def read_model_entries(path: Optional[os.PathLike] = None) -> list:
     return [entry for entry in read_registry(path).get("models", []) if isinstance(entry, dict)]
 
 
-def read_default_model(path: Optional[os.PathLike] = None, task: str = "") -> str:
-    """The id the engine runs for `task` when no model is chosen (models.json "task_defaults", else
-    "default"); "" when unknown."""
-    data = read_registry(path)
+def default_model(data: dict, task: str = "") -> str:
+    """The id the engine runs for `task` when no model is chosen, from the registry dict `data` (read_registry):
+    models.json "task_defaults", else "default"; "" when unknown."""
     per_task = data.get("task_defaults")
     chosen = per_task.get(task) if isinstance(per_task, dict) and task else None
     return str(chosen or data.get("default", ""))

@@ -117,13 +117,13 @@ def test_panel_rules_agree_with_the_engine(places):
 
 
 def test_the_panel_shows_the_default_the_engine_runs_for_each_task(monkeypatch):
-    """models.read_default_model repeats the engine's per-task default without importing torch."""
+    """models.default_model repeats the engine's per-task default without importing torch."""
     from MedLVMLib.engine.checkpoints import registry
 
     monkeypatch.delenv("MEDLVM_RESOURCES", raising=False)
     engine = registry.load_registry()
     for task in ("", "motion", "segment", "denoise", "superres"):
-        assert models.read_default_model(task=task) == engine.default_for(task or None)
+        assert models.default_model(models.read_registry(), task) == engine.default_for(task or None)
 
 
 # --------------------------------------------------------------------------- consent
