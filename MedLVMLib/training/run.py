@@ -194,7 +194,7 @@ def fit(recipe: Recipe, resume: Optional[str] = None, progress: Optional[Progres
     export_dir = None
     if export and trainer.is_global_zero:
         export_dir = export_model(recipe, system, tokenizer, run_dir / "model")
-        _write_summary(run_dir, recipe, trainer.global_step, wall, metrics)
+        _write_summary(run_dir, recipe, trainer.global_step, wall, metrics, trainer.world_size)
     progress.log(f"trained {trainer.global_step} steps in {wall / 60:.1f} min; run folder {run_dir}")
     return TrainResult(run_dir, export_dir, int(trainer.global_step), wall, metrics)
 
@@ -234,9 +234,11 @@ def export_model(recipe: Recipe, system, tokenizer, folder: Path) -> Path:
                                        description=desc, overwrite=True, dtype=DTYPES[t.export_dtype], **parts)
 
 
-def _write_summary(run_dir: Path, recipe: Recipe, step: int, wall: float, metrics: Dict[str, Any]) -> None:
+def _write_summary(run_dir: Path, recipe: Recipe, step: int, wall: float, metrics: Dict[str, Any],
+                   world_size: int = 1) -> None:
+    """summary.json; the items seen count every process (world_size) and accumulated micro-batch."""
     t = recipe.trainer
-    seen = step * t.batch_size * max(1, t.accumulate) * max(1, t.devices if isinstance(t.devices, int) else 1)
+    seen = step * t.batch_size * max(1, t.accumulate) * max(1, world_size)
     info = {"kind": recipe.kind, "global_step": step, "wall_s": round(wall, 1), "metrics": metrics,
             ("sentences_seen" if recipe.kind == "transformer" else "images_seen"): seen,
             "hardware": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
