@@ -23,6 +23,8 @@ from MedLVMLib.training import natural, video
 
 PAIR_KINDS = ("denoise", "superres", "segment")
 HELD_OUT_SEED_START = 1000  # phantom seeds >= 1000 are evaluation cases: never trained on
+# real CTs of the motion evaluation (`evaluation.motion_cases.REAL_CT`): never trained on
+HELD_OUT_CT = ("4dlung_p113_phase40.nii.gz", "popi_phase00.nii.gz")
 
 
 def grey3(frames: np.ndarray) -> np.ndarray:

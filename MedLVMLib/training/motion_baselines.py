@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from MedLVMLib.baselines import learned_motion
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.progress import Progress, ensure
-from MedLVMLib.training.corpus import HELD_OUT_SEED_START
+from MedLVMLib.training.corpus import HELD_OUT_CT, HELD_OUT_SEED_START
 from MedLVMLib.training.systems import cosine_lambda
 
 
@@ -58,6 +58,41 @@ def phantom_frames(job: tuple) -> np.ndarray:
     _, _, frames = learned_motion.working_frames(case.phases.array, case.phases.geometry, size)  # (N, P, S, S)
     keep = frames.reshape(len(frames), -1).std(axis=1) > 0.01
     return frames[keep]
+
+
+def real_ct_frames(job: tuple) -> np.ndarray:
+    """[N, P, S, S] frames of one real CT breathing with seed `seed` (`synthetic.realct.breathe_real_ct`, the
+    CT resampled to at most `shape`), the slice positions that hold anatomy."""
+    ct, seed, n_phases, shape, size = job
+    from MedLVMLib.synthetic import realct
+
+    torch.set_num_threads(1)
+    case = realct.breathe_real_ct(ct, seed=int(seed), n_phases=n_phases, max_shape=tuple(shape))
+    _, _, frames = learned_motion.working_frames(case.phases.array, case.phases.geometry, size)
+    keep = frames.reshape(len(frames), -1).std(axis=1) > 0.01
+    return frames[keep]
+
+
+def build_real_frames(ct: Path, seeds: tuple, n_phases: int = 10, shape: tuple = (48, 64, 64), size: int = 64,
+                      workers: int = 2, progress: Optional[Progress] = None) -> np.ndarray:
+    """Frames [N, P, S, S] (float16) of a real CT breathing synthetically, one breathing draw per seed in
+    [seeds[0], seeds[1]). The real CTs of the motion evaluation (corpus.HELD_OUT_CT) are refused."""
+    ct = Path(ct)
+    if ct.name in HELD_OUT_CT:
+        raise MedLVMError(f"'{ct.name}' is a real case of the motion evaluation: it is never trained on")
+    if not ct.is_file():
+        raise MedLVMError(f"real CT '{ct}' not found")
+    start, stop = int(seeds[0]), int(seeds[1])
+    if start < 0 or stop <= start:
+        raise MedLVMError(f"seeds {list(seeds)}: need 0 <= start < stop")
+    progress = ensure(progress)
+    progress.stage(f"breathing {ct.name}", stop - start)
+    parts = []
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for frames in pool.map(real_ct_frames, [(ct, s, n_phases, shape, size) for s in range(start, stop)]):
+            parts.append(frames.astype(np.float16))
+            progress.advance()
+    return np.concatenate(parts)
 
 
 def build_frames(config: MotionTrainConfig, progress: Optional[Progress] = None) -> np.ndarray:

@@ -59,3 +59,31 @@ def test_sentences_are_the_encoded_phases_in_cycle_order(tool, tmp_path):
     np.testing.assert_array_equal(codes[3 + 1], np.roll(expected, -start, axis=0))  # the same, cyclic from `start`
     np.testing.assert_array_equal(codes[-2:], mix)
     assert not list(tmp_path.glob("*.partial.npz"))
+
+
+# ---------------------------------------------------------------------------------------------- real anatomy
+
+def test_the_motion_evaluations_real_cts_are_never_trained_on(tmp_path):
+    from MedLVMLib.errors import MedLVMError
+    from MedLVMLib.evaluation.motion_cases import REAL_CT
+    from MedLVMLib.training import corpus, motion_baselines
+
+    assert {ct for ct, _ in REAL_CT.values()} <= set(corpus.HELD_OUT_CT)
+    held_out = tmp_path / corpus.HELD_OUT_CT[0]
+    held_out.write_bytes(b"not read: refused by name")
+    with pytest.raises(MedLVMError, match="never trained on"):
+        motion_baselines.build_real_frames(held_out, (0, 2))
+    with pytest.raises(MedLVMError, match="not found"):
+        motion_baselines.build_real_frames(tmp_path / "missing.nii.gz", (0, 2))
+
+
+@pytest.mark.shared_data
+def test_real_ct_frames_breathe_in_the_4dct_phase_order(shared_data):
+    from MedLVMLib.training import motion_baselines
+
+    frames = motion_baselines.build_real_frames(shared_data / "totalseg_abdomen_ct.nii.gz", (0, 2),
+                                                shape=(24, 32, 32), size=32, workers=1)
+    assert frames.dtype == np.float16 and frames.shape[1:] == (10, 32, 32) and len(frames) > 10
+    change = np.abs(frames[:, 1:].astype(np.float32) - frames[:, :1]).mean(axis=(0, 2, 3))  # against phase 0
+    assert change[4] > 2 * change[0]  # exhale (phase 5) is far from end-inhale; phase 1 is near it
+    assert change[8] < change[4]  # and the cycle returns towards phase 0
