@@ -18,6 +18,7 @@ No lightning import here: the command validates a recipe before any heavy work.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -138,13 +139,51 @@ def _plain(d: Dict[str, Any]) -> Dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+# numeric fields with a range: (lowest, highest, lowest allowed itself); checked wherever a value comes from
+RANGES = {
+    Trainer: dict(max_steps=(1, None, True), batch_size=(1, None, True), num_workers=(0, None, True),
+                  num_nodes=(1, None, True), accumulate=(1, None, True), log_every_n_steps=(1, None, True),
+                  checkpoint_every=(1, None, True), max_minutes=(0, None, True), threads=(0, None, True)),
+    Optim: dict(lr=(0, None, False), min_lr_ratio=(0, 1, True), weight_decay=(0, None, True), beta1=(0, 1, True),
+                beta2=(0, 1, True), warmup_steps=(0, None, True), grad_clip=(0, None, True)),
+}
+
+
+def _check_ranges(cls, value, where: str) -> None:
+    """Each numeric field of `value` (an instance of cls) is a finite number in its range (RANGES)."""
+    for name, (low, high, closed) in RANGES.get(cls, {}).items():
+        number = getattr(value, name)
+        kind = int if isinstance(getattr(cls(), name), int) else float
+        ok_type = isinstance(number, (int, float)) and not isinstance(number, bool) and \
+            (kind is float or float(number).is_integer())
+        if not ok_type or not math.isfinite(number) or (number < low if closed else number <= low) or \
+                (high is not None and number > high):
+            bound = f"{'>=' if closed else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+            what = "a whole number" if kind is int else "a number"
+            raise MedLVMError(f"{where}: {name} must be {what} {bound}, got {number!r}")
+
+
+def _number(value: Any) -> Any:
+    """'1e-4' (YAML 1.1 reads an exponent without a dot as text) -> 0.0001; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _replace(cls, base, values: Dict[str, Any], where: str):
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise MedLVMError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return dataclasses.replace(base, **fixed)
+    fixed = {k: tuple(v) if isinstance(v, list) else _number(v) if k in RANGES.get(cls, {}) else v
+             for k, v in values.items()}
+    result = dataclasses.replace(base, **fixed)
+    _check_ranges(cls, result, where)
+    whole = {k: int(getattr(result, k)) for k in RANGES.get(cls, {}) if isinstance(getattr(cls(), k), int)}
+    return dataclasses.replace(result, **whole)
 
 
 def _model(kind: str, values: Dict[str, Any], where: str):

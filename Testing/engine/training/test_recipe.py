@@ -66,3 +66,28 @@ def test_bundled_configs_validate(name):
     if recipe.kind == "transformer":
         assert recipe.data.n_images * 64 <= recipe.model.block_size or recipe.model.block_size >= 4096
         assert recipe.data.ct_seeds[1] <= 1000  # held-out phantom seeds never trained on
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("trainer.max_steps=0", "max_steps must be a whole number >= 1, got 0"),
+    ("trainer.batch_size=2.5", "batch_size must be a whole number"),
+    ("trainer.max_minutes=-1", "max_minutes must be a number >= 0"),
+    ("trainer.accumulate=true", "accumulate must be a whole number"),
+    ("optim.lr=0", "lr must be a number > 0"),
+    ("optim.lr=.nan", "lr must be a number > 0, got nan"),
+    ("optim.beta2=1.5", "beta2 must be a number >= 0 and <= 1"),
+    ("optim.min_lr_ratio=-0.1", "min_lr_ratio"),
+])
+def test_out_of_range_numbers_are_refused_with_the_key(override, needle):
+    path = Path(__file__).resolve().parents[3] / "Resources" / "configs" / "transformer_tiny_ct.yaml"
+    assert load_recipe(path, ["trainer.max_steps=5", "optim.lr=1e-4"]).trainer.max_steps == 5  # in range: fine
+    with pytest.raises(MedLVMError, match=needle):
+        load_recipe(path, [override])
+
+
+def test_out_of_range_command_line_flags_are_refused():
+    recipe = build_recipe({"kind": "transformer"})
+    assert with_trainer(recipe, max_minutes=0.5, batch_size=2).trainer.batch_size == 2
+    for values in (dict(max_steps=-3), dict(batch_size=0), dict(max_minutes=float("inf")), dict(num_nodes=0)):
+        with pytest.raises(MedLVMError, match="command line: .* must be"):
+            with_trainer(recipe, **values)
