@@ -22,6 +22,7 @@ Baselines (`baselines.superres`): "nearest", "linear", "cubic" (B-spline) interp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -59,6 +60,8 @@ def check_factor(factor, axis: str) -> int:
         value = float(factor)
     except (TypeError, ValueError):
         raise MedLVMError(f"--factor must be a whole number >= 2, got '{factor}'") from None
+    if not math.isfinite(value):
+        raise MedLVMError(f"--factor must be a whole number >= 2, got {value:g}")
     if value < 1:
         raise MedLVMError(f"--factor {value:g} < 1 would make the grid coarser; super-resolution needs a factor >= 2")
     if value != int(value) or value < 2:

@@ -101,7 +101,8 @@ def test_self_pairs_teach_the_factor_along_rows():
     np.testing.assert_allclose(p.degraded, p.clean, atol=1e-3)
 
 
-@pytest.mark.parametrize("factor, match", [(0.5, "< 1"), (1, ">= 2"), (1.5, "whole number"), ("x", "whole number")])
+@pytest.mark.parametrize("factor, match", [(0.5, "< 1"), (1, ">= 2"), (1.5, "whole number"), ("x", "whole number"),
+                                           (float("nan"), "got nan"), (float("inf"), "got inf")])
 def test_bad_factor_is_an_error(factor, match):
     with pytest.raises(MedLVMError, match=match):
         superres.superres_volume(thin_phantom(), factor, method="linear")
