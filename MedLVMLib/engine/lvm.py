@@ -82,6 +82,11 @@ def load_model(id_or_path: Optional[Union[str, os.PathLike]] = None, device: Any
         return MODEL_CACHE[key]
     registry = load_registry()
     folder = resolve_model_folder(None if id_or_path is None else str(id_or_path), registry, task)
+    # the same folder named another way (None, its id, a relative or absolute path) is the same model
+    folder_key = (str(folder.resolve()) if folder is not None else None, str(dev), str(dt), str(tokenizer_path))
+    if MODEL_CACHE is not None and folder is not None and folder_key in MODEL_CACHE:
+        MODEL_CACHE[key] = MODEL_CACHE[folder_key]
+        return MODEL_CACHE[key]
     if folder is None:
         log.warning("bundled model %r not found: using medlvm-tiny with RANDOM weights (seed 0); outputs are "
                     "meaningless until you train it with `medlvm train tokenizer` and `medlvm train transformer`",
@@ -92,6 +97,8 @@ def load_model(id_or_path: Optional[Union[str, os.PathLike]] = None, device: Any
         model = _from_checkpoint(load_checkpoint(folder, dev, dt, tokenizer_path), dev, dt)
     if MODEL_CACHE is not None:
         MODEL_CACHE[key] = model
+        if folder is not None:
+            MODEL_CACHE[folder_key] = model
     return model
 
 

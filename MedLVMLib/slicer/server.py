@@ -53,7 +53,8 @@ def _cached_models() -> str:
     """The models kept in memory, one "id on device" per line (empty when none or no model loaded yet)."""
     lvm = sys.modules.get("MedLVMLib.engine.lvm")
     cache = getattr(lvm, "MODEL_CACHE", None) or {}
-    return "\n".join(f"{model.model_id} on {model.device}" for model in cache.values())
+    unique = {id(model): model for model in cache.values()}.values()  # a model is cached under each of its names
+    return "\n".join(f"{model.model_id} on {model.device}" for model in unique)
 
 
 class Worker:

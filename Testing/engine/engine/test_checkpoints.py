@@ -358,3 +358,18 @@ def test_download_into_a_full_disk_says_so(hub_registry, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
     with pytest.raises(MedLVMError, match="could not write org/llama .*No space left.*MEDLVM_CACHE"):
         download_model("lvm-test", consent=True, registry=hub_registry)
+
+
+def test_model_cache_loads_a_folder_once_under_any_name(tmp_path, tiny_models, monkeypatch):
+    from MedLVMLib.engine import lvm
+
+    tokenizer, transformer = tiny_models
+    folder = save_checkpoint(tmp_path / "m", tokenizer=tokenizer, transformer=transformer, model_id="m")
+    other = shutil.copytree(folder, tmp_path / "copy")
+    monkeypatch.setattr(lvm, "MODEL_CACHE", {})
+    first = lvm.load_model(str(folder), device="cpu")
+    monkeypatch.chdir(tmp_path)
+    assert lvm.load_model("m", device="cpu") is first  # a relative path to the same folder
+    assert lvm.load_model(str(tmp_path / "copy" / ".." / "m"), device="cpu") is first
+    assert lvm.load_model(str(other), device="cpu") is not first  # another folder is another model
+    assert lvm.load_model(str(folder), device="cpu", dtype="bf16") is not first  # other weights dtype

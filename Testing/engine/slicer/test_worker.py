@@ -186,6 +186,8 @@ def test_model_cache_is_switched_on_once_and_kept(monkeypatch):
     server._install_model_cache()  # a second call keeps what is cached
     assert set(lvm.MODEL_CACHE) == {"m"}
     assert server._cached_models() == "tiny on cpu"
+    lvm.MODEL_CACHE["m by its folder"] = lvm.MODEL_CACHE["m"]  # one model under two names is listed once
+    assert server._cached_models() == "tiny on cpu"
 
 
 # --------------------------------------------------------------------------- fault injection
