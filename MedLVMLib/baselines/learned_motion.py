@@ -175,11 +175,7 @@ def load(kind: str, folder: Optional[Path] = None) -> MotionNet:
 
 def to_frames(volumes: np.ndarray, size: int) -> np.ndarray:
     """HU volumes [V, Z, Y, X] -> coronal frames [N, V, size, size] in [0, 1]."""
-    out = []
-    for volume in volumes:
-        slices = np.ascontiguousarray(frames_mod.to_frames(frames_mod.window(volume, *HU_WINDOW), AXIS))
-        out.append(frames_mod.resize_frames(slices, (size, size), order=1))
-    return np.stack(out, axis=1).astype(np.float32)
+    return np.stack([frames_mod.volume_frames(volume, *HU_WINDOW, AXIS, size) for volume in volumes], axis=1)
 
 
 def working_frames(volumes: np.ndarray, geometry, size: int):

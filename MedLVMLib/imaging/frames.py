@@ -99,6 +99,15 @@ class Tiles(NamedTuple):
     layout: TileLayout
 
 
+def volume_frames(volume_hu: np.ndarray, lo: float, hi: float, axis: str, size: int) -> np.ndarray:
+    """HU volume [Z, Y, X] -> float32 frames [N, size, size] in [0, 1]: the HU window lo..hi mapped to 0..1,
+    sliced along `axis`, resized linearly to size x size (the frames a model or a learned baseline sees)."""
+    frames = to_frames(window(volume_hu, lo, hi), axis)
+    if frames.shape[1:] != (size, size):
+        frames = resize_frames(np.ascontiguousarray(frames), (size, size), order=1)
+    return np.clip(frames, 0.0, 1.0).astype(np.float32, copy=False)
+
+
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
     if length <= tile:
         return [0]

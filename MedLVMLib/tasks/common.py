@@ -68,10 +68,7 @@ def volume_to_frames(volume_hu: np.ndarray, axis: str, preprocess, image_size: i
     if volume_hu.ndim != 3:
         raise MedLVMError(f"expected a 3D volume [Z, Y, X], got shape {volume_hu.shape}")
     lo, hi = _window(preprocess)
-    frames = frames_mod.to_frames(frames_mod.window(volume_hu, lo, hi), check_axis(axis))  # (N, H, W)
-    if frames.shape[1:] != (image_size, image_size):
-        frames = frames_mod.resize_frames(frames, (image_size, image_size), order=1)
-    return np.clip(frames, 0.0, 1.0).astype(np.float32, copy=False)
+    return frames_mod.volume_frames(volume_hu, lo, hi, check_axis(axis), image_size)
 
 
 def frames_to_volume(frames: np.ndarray, axis: str, shape: tuple[int, int, int], preprocess) -> np.ndarray:
