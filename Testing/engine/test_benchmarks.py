@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
 from MedLVMLib.engine.models import cpu_kernels
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from Testing.engine import scripts
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_script("benchmarks", name)
 
 
 def test_decode_benchmark_rows(capsys):

@@ -8,7 +8,6 @@ model parts must rejoin into a folder that `load_model` loads.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -21,18 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from Testing.engine.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 MAX_FILES, MAX_BYTES = 8, 16 * 2**20
 
 
 def load_tool(name: str):
-    """tools/NAME.py as a module, registered so that its functions pickle for worker processes."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[spec.name]
+    return load_script("tools", name)
 
 
 @pytest.fixture(scope="module")

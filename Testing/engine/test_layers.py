@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "check_layers.py"
+from Testing.engine.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def layers():
-    spec = importlib.util.spec_from_file_location("check_layers", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools", "check_layers")
 
 
 def test_medlvmlib_is_layered(layers):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,17 +10,12 @@ from MedLVMLib.engine.checkpoints.formats import save_checkpoint
 from MedLVMLib.engine.config import TokenizerConfig, TransformerConfig
 from MedLVMLib.engine.models.transformer import Transformer
 from MedLVMLib.engine.models.vqgan import VQGAN
-
-TOOL = Path(__file__).resolve().parents[3] / "tools" / "build_motion_tokens.py"
+from Testing.engine.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("tool_build_motion_tokens", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools", "build_motion_tokens")
 
 
 def test_orders_start_at_phase_0_then_at_random_phases(tool):
