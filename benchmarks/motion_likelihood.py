@@ -71,7 +71,7 @@ def main(argv=None) -> int:
           f"({'prefers the true future' if summary['margin'] > 0 else 'prefers copying the last phase'})")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        report.write_csv(rows, args.out / "likelihood.csv")
+        report.write_csv(likelihood.as_report_rows(rows), args.out / "likelihood.csv")
         meta = {"model": model.model_id, "seeds": args.seeds, "shape": args.shape, "observed": args.observed,
                 "axis": args.axis, "real": args.real}
         (args.out / "summary.json").write_text(json.dumps({**meta, **summary}, indent=2))

@@ -128,6 +128,12 @@ def diagnose_case(model, phases: Phases, n_observed: int = 5, axis: str = "coron
     return rows
 
 
+def as_report_rows(rows: Sequence[dict]) -> list[dict]:
+    """The rows in the long CSV form of `report.write_csv`: phase = the frame, method = "<kind>:<name>"."""
+    return [{"case": r["case"], "phase": str(r["frame"]), "method": f"{r['kind']}:{r['name']}", "organ": "",
+             "metric": r["metric"], "value": r["value"]} for r in rows]
+
+
 def summarize(rows: Sequence[dict]) -> dict[str, Any]:
     """Means over cases and frames: {kind/name/metric: value}, plus `margin` = log_prob(true - copy-last)."""
     groups: dict[str, list] = {}

@@ -78,3 +78,14 @@ def test_context_too_small_for_the_future_is_refused(model):
 def test_prompt_keeps_the_most_recent_observed_phases(model):
     sentence = likelihood._prompt_for(model, n_observed=15, n_future=5)
     assert isinstance(sentence, MotionSentence) and sentence.n_observed == 11  # 16 images fit, 5 are future
+
+
+def test_csv_rows_keep_kind_name_and_frame(tmp_path):
+    from MedLVMLib.evaluation import report
+
+    rows = [dict(case="phantom-1000", kind="teacher", name="copy-last", frame=6, metric="log_prob", value=-0.5),
+            dict(case="phantom-1000", kind="free", name="greedy", frame=7, metric="agree_true", value=0.25)]
+    back = report.read_csv(report.write_csv(likelihood.as_report_rows(rows), tmp_path / "likelihood.csv"))
+    assert [(r["method"], r["phase"], r["metric"]) for r in back] == [
+        ("teacher:copy-last", "6", "log_prob"), ("free:greedy", "7", "agree_true")]
+    assert float(back[0]["value"]) == -0.5
