@@ -48,16 +48,30 @@ class MotionTrainConfig:
     workers: int = 2
 
 
+def _anatomy_frames(case, size: int) -> np.ndarray:
+    """[N, P, S, S] working-grid frames of a case's slice positions that hold anatomy."""
+    _, _, frames = learned_motion.working_frames(case.phases.array, case.phases.geometry, size)  # (N, P, S, S)
+    keep = frames.reshape(len(frames), -1).std(axis=1) > 0.01
+    return frames[keep]
+
+
+def _pooled_frames(make, jobs: list, workers: int, progress: Progress) -> np.ndarray:
+    """`make(job)` for every job in `workers` processes, concatenated as float16 (one progress step a job)."""
+    parts = []
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for frames in pool.map(make, jobs):
+            parts.append(frames.astype(np.float16))
+            progress.advance()
+    return np.concatenate(parts)
+
+
 def phantom_frames(job: tuple) -> np.ndarray:
     """[N, P, S, S] frames of the slice positions of one phantom that hold anatomy."""
     seed, n_phases, shape, size = job
     from MedLVMLib.synthetic import phantom
 
     torch.set_num_threads(1)
-    case = phantom.make_phantom(seed=int(seed), n_phases=n_phases, shape=tuple(shape))
-    _, _, frames = learned_motion.working_frames(case.phases.array, case.phases.geometry, size)  # (N, P, S, S)
-    keep = frames.reshape(len(frames), -1).std(axis=1) > 0.01
-    return frames[keep]
+    return _anatomy_frames(phantom.make_phantom(seed=int(seed), n_phases=n_phases, shape=tuple(shape)), size)
 
 
 def real_ct_frames(job: tuple) -> np.ndarray:
@@ -67,10 +81,8 @@ def real_ct_frames(job: tuple) -> np.ndarray:
     from MedLVMLib.synthetic import realct
 
     torch.set_num_threads(1)
-    case = realct.breathe_real_ct(ct, seed=int(seed), n_phases=n_phases, max_shape=tuple(shape))
-    _, _, frames = learned_motion.working_frames(case.phases.array, case.phases.geometry, size)
-    keep = frames.reshape(len(frames), -1).std(axis=1) > 0.01
-    return frames[keep]
+    return _anatomy_frames(realct.breathe_real_ct(ct, seed=int(seed), n_phases=n_phases, max_shape=tuple(shape)),
+                           size)
 
 
 def build_real_frames(ct: Path, seeds: tuple, n_phases: int = 10, shape: tuple = (48, 64, 64), size: int = 64,
@@ -87,12 +99,8 @@ def build_real_frames(ct: Path, seeds: tuple, n_phases: int = 10, shape: tuple =
         raise MedLVMError(f"seeds {list(seeds)}: need 0 <= start < stop")
     progress = ensure(progress)
     progress.stage(f"breathing {ct.name}", stop - start)
-    parts = []
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for frames in pool.map(real_ct_frames, [(ct, s, n_phases, shape, size) for s in range(start, stop)]):
-            parts.append(frames.astype(np.float16))
-            progress.advance()
-    return np.concatenate(parts)
+    jobs = [(ct, s, n_phases, shape, size) for s in range(start, stop)]
+    return _pooled_frames(real_ct_frames, jobs, workers, progress)
 
 
 def build_frames(config: MotionTrainConfig, progress: Optional[Progress] = None) -> np.ndarray:
@@ -103,12 +111,7 @@ def build_frames(config: MotionTrainConfig, progress: Optional[Progress] = None)
     progress = ensure(progress)
     progress.stage("phantoms", stop - start)
     jobs = [(s, config.n_phases, config.shape, config.frame_size) for s in range(start, stop)]
-    parts = []
-    with ProcessPoolExecutor(max_workers=max(1, config.workers)) as pool:
-        for frames in pool.map(phantom_frames, jobs):
-            parts.append(frames.astype(np.float16))
-            progress.advance()
-    return np.concatenate(parts)
+    return _pooled_frames(phantom_frames, jobs, config.workers, progress)
 
 
 class SliceSequences(Dataset):
