@@ -149,11 +149,18 @@ RANGES = {
 }
 
 
+def _whole_fields(cls) -> set:
+    """The fields of RANGES[cls] that hold whole numbers (their default is an int)."""
+    defaults = cls()
+    return {name for name in RANGES.get(cls, {}) if isinstance(getattr(defaults, name), int)}
+
+
 def _check_ranges(cls, value, where: str) -> None:
     """Each numeric field of `value` (an instance of cls) is a finite number in its range (RANGES)."""
+    whole = _whole_fields(cls)
     for name, (low, high, closed) in RANGES.get(cls, {}).items():
         number = getattr(value, name)
-        kind = int if isinstance(getattr(cls(), name), int) else float
+        kind = int if name in whole else float
         ok_type = isinstance(number, (int, float)) and not isinstance(number, bool) and \
             (kind is float or float(number).is_integer())
         if not ok_type or not math.isfinite(number) or (number < low if closed else number <= low) or \
@@ -182,8 +189,7 @@ def _replace(cls, base, values: Dict[str, Any], where: str):
              for k, v in values.items()}
     result = dataclasses.replace(base, **fixed)
     _check_ranges(cls, result, where)
-    whole = {k: int(getattr(result, k)) for k in RANGES.get(cls, {}) if isinstance(getattr(cls(), k), int)}
-    return dataclasses.replace(result, **whole)
+    return dataclasses.replace(result, **{k: int(getattr(result, k)) for k in _whole_fields(cls)})
 
 
 def _model(kind: str, values: Dict[str, Any], where: str):
