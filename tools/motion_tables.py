@@ -14,8 +14,15 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
+
+try:
+    from MedLVMLib.evaluation import report
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from MedLVMLib.evaluation import report
 
 COLUMNS = (  # header, metric, organ ("" = any), format
     ("diaphragm (mm)", "diaphragm_error_mm", "", "{:.2f}"),
@@ -39,7 +46,7 @@ def phase_percent(label: str) -> float:
 
 
 def means(rows: list[dict], from_phase: float) -> tuple[dict, dict]:
-    """{(group, method, metric): mean} and {group: number of cases}."""
+    """{(group, method, metric): mean} and {group: number of cases}; rows as `report.read_csv` gives them."""
     values, cases = defaultdict(list), defaultdict(set)
     wanted = {(metric, organ) for _, metric, organ, _ in COLUMNS}
     for row in rows:
@@ -48,9 +55,9 @@ def means(rows: list[dict], from_phase: float) -> tuple[dict, dict]:
         if not phase_percent(row["phase"]) >= from_phase:
             continue
         organ = row["organ"] if (row["metric"], row["organ"]) in wanted else ""
-        if (row["metric"], organ) not in wanted or row["value"] in ("", "nan"):
+        if (row["metric"], organ) not in wanted or math.isnan(row["value"]):
             continue
-        values[(group, row["method"], row["metric"])].append(float(row["value"]))
+        values[(group, row["method"], row["metric"])].append(row["value"])
     return {k: sum(v) / len(v) for k, v in values.items()}, {g: len(c) for g, c in cases.items()}
 
 
@@ -97,9 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--from-phase", type=float, default=60.0, help="first predicted phase in %% (default 60)")
     ap.add_argument("--methods", default=None, help="comma-separated, in table order (default: as in the CSV)")
     args = ap.parse_args(argv)
-    with open(args.report / "motion_metrics.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    methods = args.methods.split(",") if args.methods else list(dict.fromkeys(r["method"] for r in rows))
+    rows = report.read_csv(args.report / "motion_metrics.csv")
+    methods = args.methods.split(",") if args.methods else report.ordered(r["method"] for r in rows)
     print(group_table(rows, methods, args.from_phase))
     paired_csv = args.report / "motion_paired.csv"
     if paired_csv.exists():
