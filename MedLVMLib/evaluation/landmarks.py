@@ -54,21 +54,31 @@ def to_index(geometry: Geometry, points: np.ndarray) -> np.ndarray:
 
 def sample_field(field: np.ndarray, geometry: Geometry, points: np.ndarray) -> np.ndarray:
     """A field [Z, Y, X, 3] interpolated trilinearly at physical points [L, 3]; outside: the nearest edge value."""
-    from scipy import ndimage
 
+    return _sample(_components(field), geometry, points)
+
+
+def _components(field: np.ndarray) -> list[np.ndarray]:
+    """The x, y, z components of a field [Z, Y, X, 3] as contiguous float64 volumes (made once per field)."""
     if field.ndim != 4 or field.shape[-1] != 3:
         raise MedLVMError(f"a displacement field must be [Z, Y, X, 3], got shape {field.shape}")
+    return [np.ascontiguousarray(field[..., c], np.float64) for c in range(3)]
+
+
+def _sample(components: list[np.ndarray], geometry: Geometry, points: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
     coords = to_index(geometry, points).T  # (3, L) z, y, x
-    return np.stack([ndimage.map_coordinates(field[..., c].astype(np.float64), coords, order=1, mode="nearest")
-                     for c in range(3)], axis=-1)
+    return np.stack([ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in components], axis=-1)
 
 
 def invert_at(field: np.ndarray, geometry: Geometry, targets: np.ndarray, iterations: int = 30) -> np.ndarray:
     """Points x [L, 3] with x + field(x) = targets, by the fixed-point iteration x <- targets - field(x)."""
     targets = np.asarray(targets, float).reshape(-1, 3)
+    components = _components(field)
     points = targets.copy()
     for _ in range(iterations):
-        points = targets - sample_field(field, geometry, points)
+        points = targets - _sample(components, geometry, points)
     return points
 
 

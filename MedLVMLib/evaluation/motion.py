@@ -40,6 +40,10 @@ from MedLVMLib.progress import Progress, ensure
 IMAGE_WINDOW = (-1000.0, 1000.0)  # HU window of PSNR and SSIM
 DEFAULT_METHODS = ("medlvm", "copy-last", "mirror", "dvf", "pca")
 SKIP_ORGANS = ("body", "bone")  # body: the image-metric mask; bone: near-rigid, not a target organ
+# The scoring's registration (mask propagation and landmarks) stops at the pyramid level whose grid holds at most
+# this many voxels; the field is resampled to the case's grid, where masks and metrics stay. Phantom and reduced
+# real cases (under 1 M voxels) are registered at full resolution; a native 256 x 256 CT at about half of it.
+SCORE_REGISTER_VOXELS = 2_500_000
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ def score_prediction(case, case_name: str, method: str, predicted: Phases, n_obs
     last_labels = case.labels[n_observed - 1] if case.labels is not None else None
     lung_ids = [i for i, n in case.label_names.items() if canonical_organ(n) == "lungs"]
     marks = case_landmarks(case, n_observed - 1)  # None without ground-truth motion
+    levels = registration.capped_levels(last_image.shape, geometry.spacing, SCORE_REGISTER_VOXELS)
     rows = []
     for j, image in enumerate(predicted.array):
         p = n_observed + j
@@ -172,7 +177,7 @@ def score_prediction(case, case_name: str, method: str, predicted: Phases, n_obs
         lungs = np.isin(case.labels[p], lung_ids) if case.labels is not None and lung_ids else None
         rows += diaphragm_rows(case_name, phase, method, truth_image, image, lungs, geometry.spacing[2])
         need_field = last_labels is not None or marks is not None  # one registration serves masks and landmarks
-        field = registration.register(image, last_image, geometry) if need_field else None
+        field = registration.register(image, last_image, geometry, levels=levels) if need_field else None
         rows += landmark_rows(case, case_name, p, method, marks, field)
         if last_labels is not None:
             propagated = registration.warp_labels(last_labels, field, geometry)

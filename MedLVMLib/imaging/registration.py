@@ -63,9 +63,36 @@ def _check_images(fixed: np.ndarray, moving: np.ndarray) -> None:
 
 def _shrink_factors(image: sitk.Image, level: int) -> list[int]:
     """Per-axis shrink for one pyramid level: coarser along fine axes, never below 8 voxels."""
-    spacing, size = np.array(image.GetSpacing()), np.array(image.GetSize())
+    return _factors(np.array(image.GetSpacing(), float), np.array(image.GetSize()), level)
+
+
+def _factors(spacing: np.ndarray, size: np.ndarray, level: int) -> list[int]:
+    """Shrink factors (ITK axis order) of one pyramid level for a grid of `size` voxels of `spacing`."""
     factors = np.maximum(1, np.round(level * spacing.min() / spacing)).astype(int)
     return [int(max(1, min(f, s // 8))) for f, s in zip(factors, size)]
+
+
+def capped_levels(shape: Sequence[int], spacing: Sequence[float], max_voxels: int,
+                  levels: Sequence[int] = (4, 2, 1)) -> tuple[int, ...]:
+    """`levels` doubled until the finest level's grid holds at most `max_voxels` voxels.
+
+    For large grids (a 256 x 256 CT of 100+ slices) whose registration at full resolution is too slow for an
+    evaluation: `register` with these levels stops at a coarser level and resamples the field to the full grid.
+    Small grids keep `levels` unchanged. `shape` in array order (z, y, x), `spacing` in ITK order (x, y, z).
+    """
+    if max_voxels < 1:
+        raise MedLVMError(f"max_voxels must be at least 1, got {max_voxels}")
+    size = np.array(shape[::-1], int)
+    spacing = np.asarray(spacing, float)
+    levels = tuple(int(level) for level in levels)
+    while True:
+        factors = _factors(spacing, size, min(levels))
+        if np.prod(np.ceil(size / np.array(factors))) <= max_voxels:
+            return levels
+        doubled = tuple(2 * level for level in levels)
+        if _factors(spacing, size, min(doubled)) == factors:
+            return levels  # every axis is at its 8-voxel floor: the grid cannot shrink further
+        levels = doubled
 
 
 def _pyramid_level(image: sitk.Image, factors: list[int]) -> sitk.Image:
