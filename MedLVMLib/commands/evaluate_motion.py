@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--methods", default="medlvm,copy-last,mirror,dvf,pca",
                         help="comma-separated: medlvm, medlvm:<axis>:<render>[:<sampling>] variants (sampling: greedy, "
-                        "t0.5, t0.7p0.9; empty parts take the flags' values), copy-last, mirror, dvf, pca")
+                        "t0.5, t0.7p0.9; empty parts take the flags' values), medlvm@<model>[:...] (another model than "
+                        "--model: id or folder), copy-last, mirror, dvf, pca, convlstm, rmsim")
     parser.add_argument("--observed", type=flags.POSITIVE_INT, default=5,
                         help="phases given to each method (default 5)")
     parser.add_argument("--model", default=None, help="model id or folder (default: bundled)")

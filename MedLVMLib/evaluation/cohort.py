@@ -389,9 +389,8 @@ def evaluate_motion_cases(data: Path, out: Path, config, overwrite: bool = False
     with open_cohort(config.device, launch) as cohort:
         config = replace(config, device=cohort.device)
         prepare_output(cohort, out, "evaluate motion", overwrite)
-        medlvm = any(m.startswith("medlvm") for m in config.methods)
-        model = _lazy_model(config.model, cohort.device) if medlvm else None
-        run_cases(cohort, jobs, root, lambda job, tmp: _evaluate_case(job, tmp, config, model), overwrite)
+        loaded = functools.lru_cache(maxsize=None)(lambda: motion_eval.load_models(config))  # on the first case
+        run_cases(cohort, jobs, root, lambda job, tmp: _evaluate_case(job, tmp, loaded), overwrite)
         cohort.barrier()
         if not cohort.is_main:
             return 0
@@ -404,17 +403,14 @@ def evaluate_motion_cases(data: Path, out: Path, config, overwrite: bool = False
     return 1 if failed else 0
 
 
-def _evaluate_case(job: CaseJob, tmp: Path, config, model: Optional[Callable[[], Any]]) -> dict:
-    from dataclasses import replace
-
+def _evaluate_case(job: CaseJob, tmp: Path, loaded: Callable[[], Any]) -> dict:
     from MedLVMLib.evaluation import motion as motion_eval
     from MedLVMLib.evaluation import report
     from MedLVMLib.imaging import cases
 
     name = job.folder.name
     case = cases.load_case(job.folder)
-    if model is not None:
-        config = replace(config, model=model())
+    config = loaded()  # the MotionEvalConfig with its models loaded
     rows, predictions, seconds = motion_eval.evaluate_case(case, name, config)
     report.write_csv(rows, tmp / "motion_metrics.csv")
     times = {"cases": [name], "seconds": {m: [s] for m, s in seconds.items()}}
@@ -423,7 +419,8 @@ def _evaluate_case(job: CaseJob, tmp: Path, config, model: Optional[Callable[[],
         truth, slices, aspect, title = motion_eval.coronal_view(case, predictions, config.n_observed)
         report.plot_difference_grid(truth, slices, tmp / f"difference_{name}.png", title=f"{name}: {title}",
                                     aspect=aspect)
-    return {"model": model().model_id} if model is not None else {}
+    model_id = getattr(config.model, "model_id", None)  # set when MedLVM ran (a loaded model)
+    return {"model": model_id} if model_id else {}
 
 
 def _model_id(runs: Sequence[Path]) -> Optional[str]:

@@ -16,8 +16,9 @@ Metrics (rows of the long CSV: case, phase, method, organ, metric, value):
     body with the HU window IMAGE_WINDOW (organ = "body").
 
 Method names: "medlvm" (options from `MotionEvalConfig`), variants "medlvm:<axis>:<render>"
-(e.g. "medlvm:coronal:warp", "medlvm:multi:direct") to compare settings, and the baselines
-"copy-last", "mirror", "dvf", "pca".
+(e.g. "medlvm:coronal:warp", "medlvm:multi:direct") to compare settings, "medlvm@<model>" (any of these with
+another model than the config's: a registry id or a folder, e.g. "medlvm@medlvm-tiny-ct-breathing") to compare
+models in one run, and the baselines "copy-last", "mirror", "dvf", "pca", "convlstm", "rmsim".
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class MotionEvalConfig:
     n_cases: Optional[int] = None
     heatmap_cases: int = 3
     reference: bool = True
+    models: tuple = ()  # (spec, loaded model) of the "medlvm@<spec>" methods, filled by `evaluate_motion`
 
 
 @dataclass
@@ -103,11 +105,24 @@ def parse_sampling(spec: str, config: MotionEvalConfig) -> dict:
     return dict(temperature=temperature, top_p=top_p, greedy=False)
 
 
+def model_spec(method: str) -> Optional[str]:
+    """The model of a "medlvm@<model>[:...]" method ("medlvm@x:coronal:warp" -> "x"); None for every other method."""
+    head, at, rest = method.partition("@")
+    if not at:
+        return None
+    spec = rest.split(":")[0]
+    if head != "medlvm" or not spec:
+        raise MedLVMError(f"method '{method}': only medlvm takes a model, written medlvm@<model id or folder>"
+                          "[:<axis>:<render>[:<sampling>]]")
+    return spec
+
+
 def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
-    """'medlvm:coronal:warp[:sampling]' -> ('medlvm', options); a baseline -> (name, {})."""
+    """'medlvm[@model]:coronal:warp[:sampling]' -> ('medlvm', options); a baseline -> (name, {})."""
     from MedLVMLib.tasks import motion
 
-    parts = method.split(":")
+    spec = model_spec(method)
+    parts = method.replace(f"@{spec}", "", 1).split(":") if spec else method.split(":")
     if parts[0] != "medlvm":
         if method not in motion.METHODS:
             raise MedLVMError(f"unknown method '{method}'; choose from {', '.join(motion.METHODS)} "
@@ -121,7 +136,8 @@ def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
     if len(parts) > 4:
         raise MedLVMError(f"method '{method}' has more than medlvm:<axis>:<render>:<sampling>")
     sampling = parse_sampling(parts[3] if len(parts) > 3 else "", config)
-    return "medlvm", dict(model=config.model, axis=axis, render=render, samples=config.samples, seed=config.seed,
+    model = dict(config.models).get(spec, spec) if spec else config.model
+    return "medlvm", dict(model=model, axis=axis, render=render, samples=config.samples, seed=config.seed,
                           device=config.device, batch_size=config.batch_size, **sampling)
 
 
@@ -218,8 +234,10 @@ def run_methods(case, config: MotionEvalConfig) -> tuple[dict[str, Phases], dict
 
 
 def _generation_key(options: dict) -> tuple:
-    """What makes two MedLVM variants share one generation: axis and sampling."""
-    return options["axis"], options["temperature"], options["top_p"], options["greedy"]
+    """What makes two MedLVM variants share one generation: model, axis and sampling."""
+    model = options["model"]
+    return (getattr(model, "model_id", model), options["axis"], options["temperature"], options["top_p"],
+            options["greedy"])
 
 
 def evaluate_case(case, case_name: str, config: MotionEvalConfig, progress: Optional[Progress] = None
@@ -272,14 +290,12 @@ def evaluate_motion(data: Path, out: Path, config: MotionEvalConfig = MotionEval
     """Evaluate every method on every case of `data`; write CSV, figures and report.html into `out`."""
     from MedLVMLib.evaluation import report
     from MedLVMLib.imaging import cases
-    from MedLVMLib.tasks import motion
 
     progress = ensure(progress)
     folders = list_dataset(data, config.n_cases)
     for method in config.methods:
         parse_method(method, config)
-    if any(m.startswith("medlvm") for m in config.methods):
-        config = _with_model(config, motion.resolve_model(config.model, config.device))
+    config = load_models(config)  # every model loaded (or refused) before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, figures, seconds = [], [], {}
@@ -328,10 +344,17 @@ def merge_runs(runs: Sequence[Path], out: Path, config: MotionEvalConfig, embed:
     return result
 
 
-def _with_model(config: MotionEvalConfig, model) -> MotionEvalConfig:
+def load_models(config: MotionEvalConfig) -> MotionEvalConfig:
+    """`config` with its model and the model of every "medlvm@<model>" method loaded; unchanged without MedLVM."""
     from dataclasses import replace
 
-    return replace(config, model=model)
+    from MedLVMLib.tasks import motion
+
+    if not any(m.startswith("medlvm") for m in config.methods):
+        return config
+    specs = dict.fromkeys(s for s in map(model_spec, config.methods) if s)
+    return replace(config, model=motion.resolve_model(config.model, config.device),
+                   models=tuple((s, motion.resolve_model(s, config.device)) for s in specs))
 
 
 def write_motion_report(result: EvalOutputs, out: Path, config: MotionEvalConfig, case_names: Sequence[str],

@@ -67,6 +67,18 @@ def test_hd95_matches_brute_force_on_shifted_cube():
     assert metrics.hd95(a, a, spacing) == 0.0
 
 
+@pytest.mark.parametrize("corner", [(0, 0, 0), (10, 10, 10)])
+def test_hd95_of_masks_at_the_array_edge_matches_brute_force(corner):
+    # the bounding-box crop must keep the array edge's surface voxels and every distance
+    a = cube((16, 16, 16), corner, 6)
+    b = cube((16, 16, 16), tuple(max(0, c - 2) if c else c + 1 for c in corner), 5)
+    spacing = (0.9, 1.2, 2.0)
+    pts_a = np.argwhere(metrics.surface(a)) * np.array(spacing[::-1])
+    pts_b = np.argwhere(metrics.surface(b)) * np.array(spacing[::-1])
+    d = np.linalg.norm(pts_a[:, None] - pts_b[None], axis=-1)
+    assert metrics.hd95(a, b, spacing) == pytest.approx(np.percentile(np.concatenate([d.min(1), d.min(0)]), 95))
+
+
 def test_hd95_concentric_spheres_is_radius_difference():
     z, y, x = np.mgrid[:41, :41, :41] - 20.0
     r = np.sqrt(z**2 + y**2 + x**2)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from MedLVMLib.engine import lvm
+from MedLVMLib.engine.checkpoints.formats import save_checkpoint
+from MedLVMLib.engine.config import TokenizerConfig, TransformerConfig
+from MedLVMLib.engine.models.transformer import Transformer
+from MedLVMLib.engine.models.vqgan import VQGAN
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.evaluation import motion as motion_eval
 from MedLVMLib.evaluation import report
@@ -62,6 +67,20 @@ def test_parse_method_sampling():
     assert motion_eval.parse_method("medlvm:::t0.7", config)[1]["greedy"] is False
 
 
+def test_parse_method_with_another_model():
+    loaded = lvm.random_model("tiny")
+    config = motion_eval.MotionEvalConfig(model="default-id", models=(("other", loaded),))
+    assert motion_eval.model_spec("medlvm@other:axial:direct") == "other" and motion_eval.model_spec("medlvm") is None
+    name, options = motion_eval.parse_method("medlvm@other:axial:direct", config)
+    assert name == "medlvm" and options["model"] is loaded
+    assert (options["axis"], options["render"]) == ("axial", "direct")
+    assert motion_eval.parse_method("medlvm@/not/loaded", config)[1]["model"] == "/not/loaded"
+    assert motion_eval.parse_method("medlvm", config)[1]["model"] == "default-id"
+    for bad in ("pca@other", "medlvm@", "medlvm@:coronal"):
+        with pytest.raises(MedLVMError, match="only medlvm takes a model"):
+            motion_eval.parse_method(bad, config)
+
+
 def test_copy_last_scores_are_exact_when_nothing_moves():
     case = tiny_case()
     case.phases.array[:] = case.phases.array[3]
@@ -99,6 +118,24 @@ def test_evaluate_motion_writes_report(dataset, tmp_path):
     assert len(report.read_csv(merged.csv)) == len(rows)
     assert 'src="dsc_per_phase.png"' in merged.html.read_text(encoding="utf-8")
     assert (tmp_path / "merged" / "difference_case0.png").exists()
+
+
+def test_two_models_in_one_evaluation(dataset, tmp_path):
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other", tokenizer=VQGAN(TokenizerConfig.from_name("tiny")),
+                            transformer=Transformer(TransformerConfig.from_name("tiny")), model_id="other-tiny")
+    method = f"medlvm@{other}:coronal:direct"
+    config = motion_eval.MotionEvalConfig(methods=("medlvm:coronal:direct", method), n_observed=4,
+                                          model=lvm.random_model("tiny"), heatmap_cases=0, reference=False)
+    rows = report.read_csv(motion_eval.evaluate_motion(dataset, tmp_path / "rep", config).csv)
+    mae = {m: [r["value"] for r in rows if r["method"] == m and r["metric"] == "mae_hu"]
+           for m in config.methods}
+    assert len(mae[method]) == len(mae["medlvm:coronal:direct"]) == 4  # 2 cases x 2 phases each
+    assert mae[method] != mae["medlvm:coronal:direct"]  # another model, other predictions
+    bad = motion_eval.MotionEvalConfig(methods=("copy-last", f"medlvm@{tmp_path / 'missing'}"), n_observed=4)
+    with pytest.raises(MedLVMError):
+        motion_eval.evaluate_motion(dataset, tmp_path / "bad", bad)
+    assert not (tmp_path / "bad" / "motion_metrics.csv").exists()  # refused before any work
 
 
 def test_empty_dataset_is_an_error(tmp_path):

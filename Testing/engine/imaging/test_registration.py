@@ -58,6 +58,28 @@ def test_register_recovers_shift_of_a_ball(method):
     assert metrics.mae(warped, hu(fixed)) < 0.35 * metrics.mae(hu(moving), hu(fixed))
 
 
+def test_capped_levels_coarsen_only_grids_over_the_cap():
+    spacing = (1.0, 1.0, 2.0)  # x, y, z: the z axis shrinks half as fast
+    assert registration.capped_levels((32, 40, 40), spacing, 10**6) == (4, 2, 1)
+    levels = registration.capped_levels((100, 256, 256), spacing, 2_000_000)
+    assert levels == (8, 4, 2)  # level 2 shrinks (x, y, z) by (2, 2, 1): 100 x 128 x 128 = 1.6 M voxels
+    assert registration.capped_levels((100, 256, 256), spacing, 500_000) == (16, 8, 4)  # 50 x 64 x 64
+    tiny = registration.capped_levels((16, 16, 16), spacing, 1)  # every axis at its 8-voxel floor
+    assert min(tiny) >= 2 and registration._factors(np.array(spacing), np.array([16, 16, 16]), min(tiny)) == [2, 2, 2]
+    with pytest.raises(MedLVMError, match="max_voxels"):
+        registration.capped_levels((16, 16, 16), spacing, 0)
+
+
+def test_register_stopping_at_a_coarse_level_still_recovers_the_shift():
+    shape = (32, 40, 40)
+    fixed, moving = ball(shape, (16, 20, 20), 8), ball(shape, (18, 20, 23), 8)
+    levels = registration.capped_levels(shape, ROTATED.spacing, 10_000)
+    assert min(levels) > 1
+    field = registration.register(hu(fixed), hu(moving), ROTATED, levels=levels)
+    assert field.shape == shape + (3,)  # resampled to the full grid
+    np.testing.assert_allclose(field[16, 20, 20], [0.0, -3.0, 4.0], atol=1.5)
+
+
 @pytest.mark.parametrize("mode", ["per-label", "nearest"])
 def test_propagate_labels_follows_the_anatomy(mode):
     shape = (24, 32, 32)
