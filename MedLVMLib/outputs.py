@@ -10,6 +10,7 @@ folder), a folder that cannot be written, an existing output without --overwrite
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -130,6 +131,29 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove the hidden temporary folders `atomic_path` left beside `out` when its process was killed (SIGKILL,
+    power loss: no clean-up ran). A folder is stale when the process id in its name no longer runs; those of
+    running processes (another job writing the same output) are kept. Returns the removed folders."""
+    removed = []
+    for path in Path(out).parent.glob(f".{glob.escape(Path(out).name)}.*.partial"):
+        pid = path.name[len(Path(out).name) + 2:].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(out: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `out` (same suffixes, so writers pick the right format).
@@ -139,8 +163,9 @@ def atomic_path(out: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """
     out = check_output_path(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out)
     suffix = "".join(out.suffixes) if not out.is_dir() else ""
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=out.parent))
     tmp = tmp_dir / (out.stem.split(".")[0] + suffix if suffix else out.name)
     try:
         yield tmp

@@ -160,3 +160,23 @@ def test_a_failed_write_leaves_nothing(tmp_path):
             (tmp / "half.txt").write_text("x")
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_run_leaves_a_hidden_folder_that_the_next_run_removes(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer runs (a SIGKILLed writer)
+    stale = tmp_path / f".out.seq.nrrd.{dead.pid}.abc123.partial"
+    live = tmp_path / f".out.seq.nrrd.{os.getpid()}.def456.partial"  # another job still writing
+    other = tmp_path / f".other.nrrd.{dead.pid}.abc123.partial"  # another output's: not ours to remove
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "half.nrrd").write_text("x")
+    with atomic_path(tmp_path / "out.seq.nrrd") as tmp:
+        assert not stale.exists() and live.exists() and other.exists()
+        assert tmp.parent.name.startswith(f".out.seq.nrrd.{os.getpid()}.")  # the writer's pid in the name
+        tmp.write_text("done")
+    assert (tmp_path / "out.seq.nrrd").read_text() == "done"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "out.seq.nrrd"])
