@@ -2,6 +2,7 @@
 
     python tools/motion_tables.py REPORT                 # means per case group, paired differences
     python tools/motion_tables.py REPORT --from-phase 50 --methods medlvm,copy-last,rmsim
+    python tools/motion_tables.py REPORT --by-case       # a row block per case instead of per case group
 
 Case groups by name: phantom-*, second-* (the second breathing model), real-* (real anatomy). Means over the
 cases of a group and the predicted phases from `--from-phase` % on (default 60: the phases 6-9 of the issue
@@ -45,12 +46,13 @@ def phase_percent(label: str) -> float:
         return math.nan
 
 
-def means(rows: list[dict], from_phase: float) -> tuple[dict, dict]:
-    """{(group, method, metric): mean} and {group: number of cases}; rows as `report.read_csv` gives them."""
+def means(rows: list[dict], from_phase: float, by_case: bool = False) -> tuple[dict, dict]:
+    """{(group, method, metric): mean} and {group: number of cases}; rows as `report.read_csv` gives them. The
+    group of a row is its case group, or its case with `by_case`."""
     values, cases = defaultdict(list), defaultdict(set)
     wanted = {(metric, organ) for _, metric, organ, _ in COLUMNS}
     for row in rows:
-        group = group_of(row["case"])
+        group = row["case"] if by_case else group_of(row["case"])
         cases[group].add(row["case"])
         if not phase_percent(row["phase"]) >= from_phase:
             continue
@@ -61,17 +63,19 @@ def means(rows: list[dict], from_phase: float) -> tuple[dict, dict]:
     return {k: sum(v) / len(v) for k, v in values.items()}, {g: len(c) for g, c in cases.items()}
 
 
-def group_table(rows: list[dict], methods: list[str], from_phase: float) -> str:
-    mean, n_cases = means(rows, from_phase)
+def group_table(rows: list[dict], methods: list[str], from_phase: float, by_case: bool = False) -> str:
+    mean, n_cases = means(rows, from_phase, by_case)
     lines = ["| cases | method | " + " | ".join(c[0] for c in COLUMNS) + " |",
              "|---|---|" + "---:|" * len(COLUMNS)]
-    for group, title in GROUPS:
+    groups = [(case, case) for case in sorted(n_cases)] if by_case else GROUPS
+    for group, title in groups:
         if group not in n_cases:
             continue
+        label = title if by_case else f"{n_cases[group]} {title}"
         for i, method in enumerate(methods):
             cells = [fmt.format(mean[(group, method, metric)]) if (group, method, metric) in mean else "-"
                      for _, metric, _, fmt in COLUMNS]
-            lines.append(f"| {f'{n_cases[group]} {title}' if i == 0 else ''} | {method} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label if i == 0 else ''} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -103,10 +107,11 @@ def main(argv=None) -> int:
     ap.add_argument("report", type=Path, help="a folder written by `medlvm evaluate motion`")
     ap.add_argument("--from-phase", type=float, default=60.0, help="first predicted phase in %% (default 60)")
     ap.add_argument("--methods", default=None, help="comma-separated, in table order (default: as in the CSV)")
+    ap.add_argument("--by-case", action="store_true", help="means per case instead of per case group")
     args = ap.parse_args(argv)
     rows = report.read_csv(args.report / "motion_metrics.csv")
     methods = args.methods.split(",") if args.methods else report.ordered(r["method"] for r in rows)
-    print(group_table(rows, methods, args.from_phase))
+    print(group_table(rows, methods, args.from_phase, args.by_case))
     paired_csv = args.report / "motion_paired.csv"
     if paired_csv.exists():
         with open(paired_csv, newline="", encoding="utf-8") as f:

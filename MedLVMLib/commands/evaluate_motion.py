@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=flags.POSITIVE_INT, default=None, help="evaluate only the first N cases")
     parser.add_argument("--heatmaps", type=flags.NON_NEGATIVE_INT, default=3,
                         help="cases that get a difference heatmap figure (default 3)")
+    parser.add_argument("--register-voxels", type=flags.POSITIVE_INT, default=None, metavar="N",
+                        help="the scoring's registration (mask propagation, landmarks) stops at the pyramid level of "
+                        "at most N voxels and resamples its field to the case's grid (default: "
+                        "evaluation.motion.SCORE_REGISTER_VOXELS, a 256x256 CT at about half resolution; a larger N "
+                        "is more exact and slower)")
     parser.add_argument("--no-reference", action="store_true",
                         help="leave out the 'reference' row (the protocol applied to the true image)")
     parser.add_argument("--make-phantoms", type=flags.NON_NEGATIVE_INT, default=0, metavar="N",
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace, progress=None) -> int:
                                        axis=args.axis, render=args.render, samples=args.samples, seed=args.seed,
                                        temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,
                                        device=args.device, batch_size=args.batch_size, n_cases=args.cases,
-                                       heatmap_cases=args.heatmaps, reference=not args.no_reference)
+                                       heatmap_cases=args.heatmaps, reference=not args.no_reference,
+                                       register_voxels=args.register_voxels or motion_eval.SCORE_REGISTER_VOXELS)
     for method in methods:
         motion_eval.parse_method(method, config)
     if cohort.detect_launch().torchrun:

@@ -67,6 +67,7 @@ class MotionEvalConfig:
     heatmap_cases: int = 3
     reference: bool = True
     models: tuple = ()  # (spec, loaded model) of the "medlvm@<spec>" methods, filled by `evaluate_motion`
+    register_voxels: int = SCORE_REGISTER_VOXELS  # the scoring registration's largest pyramid level (voxels)
 
 
 @dataclass
@@ -172,8 +173,9 @@ def image_rows(case_name: str, phase: str, method: str, truth: np.ndarray, predi
 
 
 def score_prediction(case, case_name: str, method: str, predicted: Phases, n_observed: int,
-                     progress: Optional[Progress] = None) -> list[dict]:
-    """All rows of one method on one case (labels propagated from the last observed phase)."""
+                     progress: Optional[Progress] = None, register_voxels: int = SCORE_REGISTER_VOXELS) -> list[dict]:
+    """All rows of one method on one case (labels propagated from the last observed phase; the registration
+    stops at the pyramid level of at most `register_voxels` voxels, see SCORE_REGISTER_VOXELS)."""
     from MedLVMLib.evaluation.diaphragm import diaphragm_rows
     from MedLVMLib.evaluation.landmarks import case_landmarks, landmark_rows
     from MedLVMLib.imaging import registration
@@ -183,7 +185,7 @@ def score_prediction(case, case_name: str, method: str, predicted: Phases, n_obs
     last_labels = case.labels[n_observed - 1] if case.labels is not None else None
     lung_ids = [i for i, n in case.label_names.items() if canonical_organ(n) == "lungs"]
     marks = case_landmarks(case, n_observed - 1)  # None without ground-truth motion
-    levels = registration.capped_levels(last_image.shape, geometry.spacing, SCORE_REGISTER_VOXELS)
+    levels = registration.capped_levels(last_image.shape, geometry.spacing, register_voxels)
     rows = []
     for j, image in enumerate(predicted.array):
         p = n_observed + j
@@ -247,12 +249,12 @@ def evaluate_case(case, case_name: str, config: MotionEvalConfig, progress: Opti
     if case.phases.n_phases <= k:
         raise MedLVMError(f"case '{case_name}' has {case.phases.n_phases} phases; need more than {k} observed")
     predictions, seconds = run_methods(case, config)
-    rows = []
-    for method, predicted in predictions.items():
-        rows += score_prediction(case, case_name, method, predicted, k, progress)
+    scored = dict(predictions)
     if config.reference:
-        n_future = case.phases.n_phases - k
-        rows += score_prediction(case, case_name, "reference", _truth_as_prediction(case, k, n_future), k, progress)
+        scored["reference"] = _truth_as_prediction(case, k, case.phases.n_phases - k)
+    rows = []
+    for method, predicted in scored.items():
+        rows += score_prediction(case, case_name, method, predicted, k, progress, config.register_voxels)
     return rows, predictions, seconds
 
 

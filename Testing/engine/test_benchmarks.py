@@ -65,3 +65,20 @@ def test_baselines_benchmark_prints_every_superres_method(capsys):
         for method in ("nearest", "linear", "cubic"):
             line = next(row for row in out.splitlines() if f"{axis} {method}" in row)
             assert float(line.split("MAE")[1].split("HU")[0]) >= 0.0
+
+
+def test_motion_scoring_benchmark_compares_full_and_capped_registration(tmp_path, capsys):
+    from MedLVMLib.imaging import cases
+    from Testing.engine.evaluation.test_motion import tiny_case
+
+    cases.save_case(tiny_case(0, n_phases=6, shape=(16, 24, 24)), tmp_path / "case0")
+    bench = load_script("motion_scoring")
+    assert bench.main([str(tmp_path / "case0"), "--observed", "4", "--voxels", "500"]) == 0
+    out = capsys.readouterr().out
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+            if line.startswith("| mirror |") or line.startswith("| reference |")]
+    metrics = {(r[0], r[1]) for r in rows}
+    assert ("reference", "dsc (tumour)") in metrics and ("mirror", "mae_hu (body)") in metrics
+    mae = [r for r in rows if r[1] == "mae_hu (body)"]
+    assert all(float(r[4]) == 0.0 for r in mae)  # image metrics involve no registration
+    assert "x faster" in out

@@ -73,3 +73,26 @@ def test_cases_n_takes_the_first_n(dataset):
     assert len(list_dataset(dataset)) == 2
     with pytest.raises(ValueError, match="--cases must be at least 1, got 0"):
         list_dataset(dataset, 0)  # 0 used to mean "every case"
+
+
+def test_register_voxels_reaches_the_scoring_registration(tmp_path, monkeypatch):
+    from MedLVMLib.evaluation import motion as motion_eval
+    from MedLVMLib.imaging import registration
+
+    save_case(make_phantom(seed=0, n_phases=4, shape=(16, 32, 32), noise_hu=0.0), tmp_path / "data" / "case0")
+    seen = []
+    register = registration.register
+
+    def spy(*args, levels=(4, 2, 1), **kwargs):
+        seen.append(tuple(levels))
+        return register(*args, levels=levels, **kwargs)
+
+    monkeypatch.setattr(registration, "register", spy)
+    argv = ["evaluate", "motion", str(tmp_path / "data"), "--methods", "copy-last", "--no-reference", "--observed", "3"]
+    assert main(argv + ["--out", str(tmp_path / "default")]) == 0
+    assert set(seen) == {(4, 2, 1)}  # a 16 x 32 x 32 case is under the default cap: every level
+    seen.clear()
+    assert main(argv + ["--register-voxels", "100", "--out", str(tmp_path / "capped")]) == 0
+    assert seen and min(min(levels) for levels in seen) > 1  # stops at a coarser level
+    assert motion_eval.MotionEvalConfig().register_voxels == motion_eval.SCORE_REGISTER_VOXELS
+    assert main(argv + ["--register-voxels", "0", "--out", str(tmp_path / "zero")]) == 2

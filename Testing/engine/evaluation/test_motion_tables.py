@@ -41,3 +41,7 @@ def test_group_means_use_the_late_phases_and_the_right_organ(tool, tmp_path, cap
     assert "| 1 real anatomy | copy-last | 11.00 | 0.900 |" in out
     assert "| rmsim | -1.23 [-2.00, +0.25], 3 / 0 (n 3) |" in out
     assert "second-model" not in out
+    assert tool.main([str(tmp_path), "--methods", "copy-last", "--by-case"]) == 0
+    out = capsys.readouterr().out
+    assert "| phantom-1000 | copy-last | 2.00 | 0.900 |" in out and "| phantom-1001 | copy-last | 4.00 |" in out
+    assert "| real-popi | copy-last | 11.00 |" in out and "phantoms" not in out
