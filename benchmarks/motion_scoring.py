@@ -4,10 +4,11 @@
     python benchmarks/motion_scoring.py CASE --observed 5 --voxels 2500000
 
 For each case, two predictions are scored, both ways: mirror (observed phase 2(k-1)-p for phase p, a prediction
-that moves the anatomy, not the true way) and the true phases (the evaluation's `reference` row). "full": the registration of the scoring runs every pyramid level to the full
-grid; "capped": it stops at the level of at most --voxels voxels (the evaluation's default,
-`evaluation.motion.SCORE_REGISTER_VOXELS`) and the field is resampled to the full grid. Prints the seconds of
-each and their ratio, and per metric the mean over the predicted phases both ways and the largest difference.
+that moves the anatomy, not the true way) and the true phases (the evaluation's `reference` row). "full": the
+registration of the scoring runs every pyramid level to the full grid; "capped": it stops at the level of at most
+--voxels voxels (the evaluation's default, `evaluation.motion.SCORE_REGISTER_VOXELS`) and the field is resampled
+to the full grid. Prints the seconds of each and their ratio, and per metric the mean over the predicted phases
+both ways and the largest difference.
 """
 
 from __future__ import annotations
