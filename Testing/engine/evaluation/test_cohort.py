@@ -183,3 +183,26 @@ def test_bad_cohort_requests_stop_before_any_work(files, tmp_path, monkeypatch, 
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_merging_removes_the_staging_folder_of_a_killed_run(tmp_path):
+    from MedLVMLib.evaluation import motion as motion_eval
+    from MedLVMLib.evaluation import report
+
+    run = tmp_path / "runs" / "case0"
+    run.mkdir(parents=True)
+    rows = [dict(case="case0", phase=f"{p}0%", method=m, organ=o, metric=k, value=v)
+            for p in (5, 6) for m in ("copy-last", "mirror")
+            for o, k, v in (("lungs", "dsc", 0.9), ("body", "mae_hu", 30.0), ("diaphragm", "diaphragm_error_mm", 3.0))]
+    report.write_csv(rows, run / "motion_metrics.csv")
+    (run / "seconds.json").write_text(json.dumps({"cases": ["case0"], "seconds": {"copy-last": [0.1]}}))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "report"
+    stale = out / f".report.{dead.pid}.abc123.partial"
+    stale.mkdir(parents=True)
+    (stale / "report.html").write_text("half")
+    config = motion_eval.MotionEvalConfig(methods=("copy-last", "mirror"))
+    written = cohort._merge_report([run], out, config)
+    assert not stale.exists() and (out / "motion_metrics.csv") in written
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
