@@ -322,8 +322,9 @@ def evaluate_motion(data: Path, out: Path, config: MotionEvalConfig = MotionEval
 
 
 def merge_runs(runs: Sequence[Path], out: Path, config: MotionEvalConfig, embed: bool = True) -> EvalOutputs:
-    """One report from several evaluation folders (e.g. a dataset split over processes): CSVs concatenated,
-    difference figures copied, summary plots and report.html rebuilt."""
+    """One report from several evaluation folders (e.g. a dataset split over processes, or other methods run on the
+    same cases): CSVs concatenated, difference figures copied (of a case in several runs, the first run's),
+    summary plots and report.html rebuilt."""
     import shutil
 
     from MedLVMLib.evaluation import report
@@ -338,7 +339,8 @@ def merge_runs(runs: Sequence[Path], out: Path, config: MotionEvalConfig, embed:
         for m, values in info["seconds"].items():
             seconds.setdefault(m, []).extend(values)
         for fig in sorted(run.glob("difference_*.png")):
-            figures.append(Path(shutil.copy(fig, out / fig.name)))
+            if fig.name not in {f.name for f in figures}:  # the same case in several runs: the first run's figure
+                figures.append(Path(shutil.copy(fig, out / fig.name)))
     csv_path = report.write_csv(rows, out / "motion_metrics.csv")
     (out / "seconds.json").write_text(json.dumps({"cases": names, "seconds": seconds}, indent=1))
     result = EvalOutputs(rows, csv_path, figures, None, {m: float(np.mean(v)) for m, v in seconds.items()})

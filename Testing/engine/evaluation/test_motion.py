@@ -118,6 +118,15 @@ def test_evaluate_motion_writes_report(dataset, tmp_path):
     assert len(report.read_csv(merged.csv)) == len(rows)
     assert 'src="dsc_per_phase.png"' in merged.html.read_text(encoding="utf-8")
     assert (tmp_path / "merged" / "difference_case0.png").exists()
+    other = tmp_path / "other"  # a second run on the same case with its own figure: the first run's is kept
+    other.mkdir()
+    for name in ("motion_metrics.csv", "seconds.json"):
+        (other / name).write_bytes((tmp_path / "rep" / name).read_bytes())
+    (other / "difference_case0.png").write_bytes(b"not the first run's")
+    twice = motion_eval.merge_runs([tmp_path / "rep", other], tmp_path / "twice", config, embed=False)
+    first = (tmp_path / "rep" / "difference_case0.png").read_bytes()
+    assert (tmp_path / "twice" / "difference_case0.png").read_bytes() == first
+    assert [f.name for f in twice.figures].count("difference_case0.png") == 1
 
 
 def test_two_models_in_one_evaluation(dataset, tmp_path):
