@@ -89,6 +89,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
     if args.make_phantoms or args.real or args.second:
         motion_eval.make_evaluation_set(args.data, args.make_phantoms, real=args.real, shared_data=args.shared_data,
                                      progress=progress, second=args.second, real_native=args.real_native)
+        progress.close()  # the "making cases" line before the evaluation's
     motion_eval.list_dataset(args.data, args.cases)
     with atomic_path(args.out, args.overwrite) as tmp:
         result = motion_eval.evaluate_motion(args.data, tmp, config, progress=progress)

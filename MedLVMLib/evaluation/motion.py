@@ -209,7 +209,8 @@ def _truth_as_prediction(case, n_observed: int, n_future: int) -> Phases:
     return case.phases.select(list(range(n_observed, n_observed + n_future)))
 
 
-def run_methods(case, config: MotionEvalConfig) -> tuple[dict[str, Phases], dict[str, float]]:
+def run_methods(case, config: MotionEvalConfig, progress: Optional[Progress] = None
+                ) -> tuple[dict[str, Phases], dict[str, float]]:
     """Predictions and seconds per method on one case. A "direct" MedLVM variant whose axis and sampling also
     have a "warp" variant reuses that run's decoded frames (the same generation, rendered both ways)."""
     from MedLVMLib.tasks import motion
@@ -226,12 +227,14 @@ def run_methods(case, config: MotionEvalConfig) -> tuple[dict[str, Phases], dict
             result = warp_runs[_generation_key(options)]
             predictions[method] = result.decoded
             seconds[method] = sum(result.timings.get(s, 0.0) for s in ("tokenize", "generate", "decode"))
+            ensure(progress).advance()
             continue
         result = motion.predict_with_method(name, case.phases, k, n_future, **options)
         if name == "medlvm" and options["render"] == "warp":
             warp_runs[_generation_key(options)] = result
         seconds[method] = time.perf_counter() - t0
         predictions[method] = result.predicted
+        ensure(progress).advance()
     return {m: predictions[m] for m in config.methods}, seconds
 
 
@@ -244,14 +247,19 @@ def _generation_key(options: dict) -> tuple:
 
 def evaluate_case(case, case_name: str, config: MotionEvalConfig, progress: Optional[Progress] = None
                   ) -> tuple[list[dict], dict[str, Phases], dict[str, float]]:
-    """Run and score every method on one case. Returns (rows, predictions by method, seconds by method)."""
+    """Run and score every method on one case. Returns (rows, predictions by method, seconds by method).
+    With `progress`: a stage "<case>: predicting" (one step per method), then "<case>: scoring" (one per method
+    and predicted phase)."""
     k = config.n_observed
     if case.phases.n_phases <= k:
         raise MedLVMError(f"case '{case_name}' has {case.phases.n_phases} phases; need more than {k} observed")
-    predictions, seconds = run_methods(case, config)
+    progress = ensure(progress)
+    progress.stage(f"{case_name}: predicting", len(config.methods))
+    predictions, seconds = run_methods(case, config, progress)
     scored = dict(predictions)
     if config.reference:
         scored["reference"] = _truth_as_prediction(case, k, case.phases.n_phases - k)
+    progress.stage(f"{case_name}: scoring", len(scored) * (case.phases.n_phases - k))
     rows = []
     for method, predicted in scored.items():
         rows += score_prediction(case, case_name, method, predicted, k, progress, config.register_voxels)
@@ -301,10 +309,10 @@ def evaluate_motion(data: Path, out: Path, config: MotionEvalConfig = MotionEval
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, figures, seconds = [], [], {}
-    progress.stage("cases", len(folders))
     for i, folder in enumerate(folders):
+        progress.log(f"case {i + 1}/{len(folders)}: {folder.name}")
         case = cases.load_case(folder)
-        case_rows, predictions, case_seconds = evaluate_case(case, folder.name, config)
+        case_rows, predictions, case_seconds = evaluate_case(case, folder.name, config, progress)
         rows += case_rows
         for m, s in case_seconds.items():
             seconds.setdefault(m, []).append(s)
@@ -312,7 +320,6 @@ def evaluate_motion(data: Path, out: Path, config: MotionEvalConfig = MotionEval
             truth, slices, aspect, title = coronal_view(case, predictions, config.n_observed)
             figures.append(report.plot_difference_grid(truth, slices, out / f"difference_{folder.name}.png",
                                                        title=f"{folder.name}: {title}", aspect=aspect))
-        progress.advance()
     csv_path = report.write_csv(rows, out / "motion_metrics.csv")
     mean_seconds = {m: float(np.mean(v)) for m, v in seconds.items()}
     (out / "seconds.json").write_text(json.dumps({"cases": [f.name for f in folders], "seconds": seconds}, indent=1))

@@ -147,6 +147,31 @@ def test_two_models_in_one_evaluation(dataset, tmp_path):
     assert not (tmp_path / "bad" / "motion_metrics.csv").exists()  # refused before any work
 
 
+def test_progress_shows_each_case_predicting_then_scoring(dataset, tmp_path):
+    from MedLVMLib.progress import Progress
+
+    class Recorder(Progress):
+        def __init__(self):
+            self.stages, self.logs = [], []
+
+        def stage(self, name, total=None):
+            self.stages.append([name, total, 0])
+
+        def advance(self, n=1):
+            self.stages[-1][2] += n
+
+        def log(self, message):
+            self.logs.append(message)
+
+    recorder = Recorder()
+    config = motion_eval.MotionEvalConfig(methods=("copy-last", "mirror"), n_observed=4, heatmap_cases=0)
+    motion_eval.evaluate_motion(dataset, tmp_path / "rep", config, progress=recorder)
+    assert recorder.logs == ["case 1/2: case0", "case 2/2: case1"]
+    # 2 methods; scoring: 2 methods + reference, 2 predicted phases each; every stage runs to its total
+    assert recorder.stages == [["case0: predicting", 2, 2], ["case0: scoring", 6, 6],
+                               ["case1: predicting", 2, 2], ["case1: scoring", 6, 6]]
+
+
 def test_empty_dataset_is_an_error(tmp_path):
     with pytest.raises(MedLVMError, match="no case folders"):
         motion_eval.evaluate_motion(tmp_path, tmp_path / "rep", motion_eval.MotionEvalConfig(methods=("copy-last",)))
