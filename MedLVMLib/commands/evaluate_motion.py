@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--axis", default=None, choices=("coronal", "sagittal", "axial", "multi"))
     parser.add_argument("--render", default=None, choices=("direct", "warp"))
     parser.add_argument("--samples", type=flags.POSITIVE_INT, default=1, help="MedLVM samples per case (default 1)")
+    parser.add_argument("--combine", default="image", choices=("image", "field"),
+                        help="with --samples > 1 and warp: score the first sample (image) or the last phase warped by "
+                        "the voxel-wise median of the samples' motion fields (field)")
     parser.add_argument("--seed", type=flags.SEED, default=0)
     add_decoding_arguments(parser)
     parser.add_argument("--batch-size", type=flags.POSITIVE_INT, default=None, help="slices per model call")
@@ -72,9 +75,10 @@ def run(args: argparse.Namespace, progress=None) -> int:
     if not methods:
         raise MedLVMError("--methods is empty; name at least one, e.g. medlvm,copy-last")
     config = motion_eval.MotionEvalConfig(methods=methods, n_observed=args.observed, model=args.model,
-                                       axis=args.axis, render=args.render, samples=args.samples, seed=args.seed,
-                                       temperature=args.temperature, top_p=args.top_p, greedy=args.greedy,
-                                       device=args.device, batch_size=args.batch_size, n_cases=args.cases,
+                                       axis=args.axis, render=args.render, samples=args.samples, combine=args.combine,
+                                       seed=args.seed, temperature=args.temperature, top_p=args.top_p,
+                                       greedy=args.greedy, device=args.device, batch_size=args.batch_size,
+                                       n_cases=args.cases,
                                        heatmap_cases=args.heatmaps, reference=not args.no_reference,
                                        register_voxels=args.register_voxels or motion_eval.SCORE_REGISTER_VOXELS)
     for method in methods:

@@ -57,6 +57,7 @@ class MotionEvalConfig:
     axis: Optional[str] = None
     render: Optional[str] = None
     samples: int = 1
+    combine: str = "image"  # with samples > 1 and warp: "image" (the first sample) or "field" (median of the fields)
     seed: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
@@ -138,8 +139,11 @@ def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
         raise MedLVMError(f"method '{method}' has more than medlvm:<axis>:<render>:<sampling>")
     sampling = parse_sampling(parts[3] if len(parts) > 3 else "", config)
     model = dict(config.models).get(spec, spec) if spec else config.model
-    return "medlvm", dict(model=model, axis=axis, render=render, samples=config.samples, seed=config.seed,
-                          device=config.device, batch_size=config.batch_size, **sampling)
+    if config.combine == "field" and (render != "warp" or config.samples < 2):
+        raise MedLVMError(f"method '{method}': --combine field (the median of several samples' motion fields) needs "
+                          "the warp render and --samples 2 or more")
+    return "medlvm", dict(model=model, axis=axis, render=render, samples=config.samples, combine=config.combine,
+                          seed=config.seed, device=config.device, batch_size=config.batch_size, **sampling)
 
 
 def mask_rows(case_name: str, phase: str, method: str, truth: np.ndarray, predicted: np.ndarray,

@@ -67,6 +67,16 @@ def test_parse_method_sampling():
     assert motion_eval.parse_method("medlvm:::t0.7", config)[1]["greedy"] is False
 
 
+def test_combine_field_reaches_the_prediction_and_is_checked_first():
+    config = motion_eval.MotionEvalConfig(samples=3, combine="field")
+    options = motion_eval.parse_method("medlvm:coronal:warp:t0.7", config)[1]
+    assert (options["samples"], options["combine"], options["temperature"]) == (3, "field", 0.7)
+    for bad, cfg in (("medlvm:coronal:direct", config), ("medlvm", motion_eval.MotionEvalConfig(combine="field"))):
+        with pytest.raises(MedLVMError, match="--combine field"):
+            motion_eval.parse_method(bad, cfg)
+    assert motion_eval.parse_method("copy-last", config) == ("copy-last", {})
+
+
 def test_parse_method_with_another_model():
     loaded = lvm.random_model("tiny")
     config = motion_eval.MotionEvalConfig(model="default-id", models=(("other", loaded),))
