@@ -154,6 +154,13 @@ def remove_stale_partials(out: Path) -> list[Path]:
     return removed
 
 
+def partial_dir(out: Path) -> Path:
+    """A new hidden temporary folder beside `out`, named after it and this process
+    (`.<name>.<pid>.<random>.partial`), once those that killed processes left are removed."""
+    remove_stale_partials(out)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=out.parent))
+
+
 @contextlib.contextmanager
 def atomic_path(out: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `out` (same suffixes, so writers pick the right format).
@@ -163,9 +170,8 @@ def atomic_path(out: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """
     out = check_output_path(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(out)
     suffix = "".join(out.suffixes) if not out.is_dir() else ""
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".partial", dir=out.parent))
+    tmp_dir = partial_dir(out)
     tmp = tmp_dir / (out.stem.split(".")[0] + suffix if suffix else out.name)
     try:
         yield tmp

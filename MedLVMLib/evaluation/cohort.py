@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -431,10 +430,9 @@ def _model_id(runs: Sequence[Path]) -> Optional[str]:
 def _merge_report(runs: Sequence[Path], out: Path, config) -> list[Path]:
     """merge_runs into a staging folder inside OUT, then each file renamed into OUT (each appears whole)."""
     from MedLVMLib.evaluation import motion as motion_eval
-    from MedLVMLib.outputs import remove_stale_partials
+    from MedLVMLib.outputs import partial_dir
 
-    remove_stale_partials(out / "report")  # the staging folders of killed runs (named by their pid)
-    staging = Path(tempfile.mkdtemp(prefix=f".report.{os.getpid()}.", suffix=".partial", dir=out))
+    staging = partial_dir(out / "report")  # .report.<pid>.<random>.partial inside OUT; killed runs' are removed
     try:
         result = motion_eval.merge_runs(runs, staging, config)
         made = {p.name for p in staging.iterdir()}

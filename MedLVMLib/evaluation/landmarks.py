@@ -54,7 +54,6 @@ def to_index(geometry: Geometry, points: np.ndarray) -> np.ndarray:
 
 def sample_field(field: np.ndarray, geometry: Geometry, points: np.ndarray) -> np.ndarray:
     """A field [Z, Y, X, 3] interpolated trilinearly at physical points [L, 3]; outside: the nearest edge value."""
-
     return _sample(_components(field), geometry, points)
 
 

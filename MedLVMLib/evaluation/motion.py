@@ -219,6 +219,7 @@ def run_methods(case, config: MotionEvalConfig, progress: Optional[Progress] = N
     have a "warp" variant reuses that run's decoded frames (the same generation, rendered both ways)."""
     from MedLVMLib.tasks import motion
 
+    progress = ensure(progress)
     k = config.n_observed
     n_future = case.phases.n_phases - k
     parsed = {m: parse_method(m, config) for m in config.methods}
@@ -231,14 +232,14 @@ def run_methods(case, config: MotionEvalConfig, progress: Optional[Progress] = N
             result = warp_runs[_generation_key(options)]
             predictions[method] = result.decoded
             seconds[method] = sum(result.timings.get(s, 0.0) for s in ("tokenize", "generate", "decode"))
-            ensure(progress).advance()
+            progress.advance()
             continue
         result = motion.predict_with_method(name, case.phases, k, n_future, **options)
         if name == "medlvm" and options["render"] == "warp":
             warp_runs[_generation_key(options)] = result
         seconds[method] = time.perf_counter() - t0
         predictions[method] = result.predicted
-        ensure(progress).advance()
+        progress.advance()
     return {m: predictions[m] for m in config.methods}, seconds
 
 
@@ -342,7 +343,7 @@ def merge_runs(runs: Sequence[Path], out: Path, config: MotionEvalConfig, embed:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, figures, seconds, names = [], [], {}, []
+    rows, figures, seconds, names, copied = [], [], {}, [], set()
     for run in map(Path, runs):
         rows += report.read_csv(run / "motion_metrics.csv")
         info = json.loads((run / "seconds.json").read_text(encoding="utf-8"))
@@ -350,7 +351,8 @@ def merge_runs(runs: Sequence[Path], out: Path, config: MotionEvalConfig, embed:
         for m, values in info["seconds"].items():
             seconds.setdefault(m, []).extend(values)
         for fig in sorted(run.glob("difference_*.png")):
-            if fig.name not in {f.name for f in figures}:  # the same case in several runs: the first run's figure
+            if fig.name not in copied:  # the same case in several runs: the first run's figure
+                copied.add(fig.name)
                 figures.append(Path(shutil.copy(fig, out / fig.name)))
     csv_path = report.write_csv(rows, out / "motion_metrics.csv")
     (out / "seconds.json").write_text(json.dumps({"cases": names, "seconds": seconds}, indent=1))
