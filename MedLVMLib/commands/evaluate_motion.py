@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--combine", default="image", choices=("image", "field"),
                         help="with --samples > 1 and warp: score the first sample (image) or the last phase warped by "
                         "the voxel-wise median of the samples' motion fields (field)")
+    parser.add_argument("--motion", default=None, choices=("free", "observed"),
+                        help="with warp: free or observed (predicted fields kept to the observed breathing mode and "
+                        "range); a method may name its own, e.g. medlvm:coronal:warp:observed")
     parser.add_argument("--seed", type=flags.SEED, default=0)
     add_decoding_arguments(parser)
     parser.add_argument("--batch-size", type=flags.POSITIVE_INT, default=None, help="slices per model call")
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
         raise MedLVMError("--methods is empty; name at least one, e.g. medlvm,copy-last")
     config = motion_eval.MotionEvalConfig(methods=methods, n_observed=args.observed, model=args.model,
                                        axis=args.axis, render=args.render, samples=args.samples, combine=args.combine,
+                                       motion=args.motion,
                                        seed=args.seed, temperature=args.temperature, top_p=args.top_p,
                                        greedy=args.greedy, device=args.device, batch_size=args.batch_size,
                                        n_cases=args.cases,

@@ -58,6 +58,7 @@ class MotionEvalConfig:
     render: Optional[str] = None
     samples: int = 1
     combine: str = "image"  # with samples > 1 and warp: "image" (the first sample) or "field" (median of the fields)
+    motion: Optional[str] = None  # "free" | "observed" (tasks/motion_space.py); None: predict_motion's default
     seed: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
@@ -120,8 +121,10 @@ def model_spec(method: str) -> Optional[str]:
 
 
 def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
-    """'medlvm[@model]:coronal:warp[:sampling]' -> ('medlvm', options); a baseline -> (name, {})."""
-    from MedLVMLib.tasks import motion
+    """'medlvm[@model]:coronal:warp[:sampling][:motion]' -> ('medlvm', options); a baseline -> (name, {}).
+
+    motion: "free" or "observed" (tasks/motion_space.py), in any place after the render; default the config's."""
+    from MedLVMLib.tasks import motion, motion_space
 
     spec = model_spec(method)
     parts = method.replace(f"@{spec}", "", 1).split(":") if spec else method.split(":")
@@ -135,14 +138,20 @@ def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
     if axis not in motion.AXIS_CHOICES or render not in motion.RENDER_CHOICES:
         raise MedLVMError(f"method '{method}': axis must be one of {motion.AXIS_CHOICES}, render one of "
                           f"{motion.RENDER_CHOICES}")
-    if len(parts) > 4:
-        raise MedLVMError(f"method '{method}' has more than medlvm:<axis>:<render>:<sampling>")
-    sampling = parse_sampling(parts[3] if len(parts) > 3 else "", config)
+    rest = parts[3:]
+    motions = [p for p in rest if p in motion_space.MOTION_CHOICES]
+    rest = [p for p in rest if p not in motion_space.MOTION_CHOICES]
+    if len(rest) > 1 or len(motions) > 1:
+        raise MedLVMError(f"method '{method}' has more than medlvm:<axis>:<render>:<sampling>:<motion>")
+    motion_choice = motions[0] if motions else (config.motion or motion_space.DEFAULT_MOTION)
+    motion.check_motion_choice(motion_choice, render, config.n_observed)
+    sampling = parse_sampling(rest[0] if rest else "", config)
     model = dict(config.models).get(spec, spec) if spec else config.model
     if config.combine == "field" and (render != "warp" or config.samples < 2):
         raise MedLVMError(f"method '{method}': --combine field (the median of several samples' motion fields) needs "
                           "the warp render and --samples 2 or more")
     return "medlvm", dict(model=model, axis=axis, render=render, samples=config.samples, combine=config.combine,
+                          motion=motion_choice,
                           seed=config.seed, device=config.device, batch_size=config.batch_size, **sampling)
 
 

@@ -36,7 +36,8 @@ from MedLVMLib.errors import MedLVMError
 from MedLVMLib.imaging import resample
 from MedLVMLib.imaging.volume import Phases, continue_index
 from MedLVMLib.progress import Progress, ensure
-from MedLVMLib.tasks import common, output_checks
+from MedLVMLib.tasks import common, motion_space, output_checks
+from MedLVMLib.tasks.motion_space import DEFAULT_MOTION, MOTION_CHOICES
 
 AXIS_CHOICES = ("coronal", "sagittal", "axial", "multi")
 RENDER_CHOICES = ("direct", "warp")
@@ -78,6 +79,8 @@ class MotionResult:
     direct: Optional[Callable[[], Phases]] = None  # makes `decoded`
     warnings: list = field(default_factory=list)  # implausible output, one line each (see output_checks)
     working_shape: tuple = ()
+    motion: str = DEFAULT_MOTION
+    projections: list = field(default_factory=list)  # with motion="observed": a motion_space.Projection per sample
     _decoded: Optional[Phases] = field(default=None, repr=False)
 
     @property
@@ -178,12 +181,16 @@ class _AxisRun:
 
     axis: str
     prompt: np.ndarray  # (N, T)
-    last_codes: np.ndarray  # (N, tpi) codes of the last observed phase
+    codes: np.ndarray  # (k, N, tpi) codes of the observed phases
+
+    @property
+    def last_codes(self) -> np.ndarray:
+        return self.codes[-1]
 
 
 def _encode_axis(model, observed: np.ndarray, axis: str, sentence: MotionSentence, batch_size, progress) -> _AxisRun:
     codes = common.encode_volumes(model, observed, axis, batch_size=batch_size, progress=progress)  # (k, N, tpi)
-    return _AxisRun(axis, sentence.build(codes), codes[-1])
+    return _AxisRun(axis, sentence.build(codes), codes)
 
 
 def _sample_axis(model, run: _AxisRun, sentence: MotionSentence, n_future: int, shape, sampling: dict,
@@ -207,7 +214,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
                    greedy: Optional[bool] = None,
                    batch_size: Optional[int] = None, render: str = DEFAULT_RENDER, fuse: str = "mean",
                    dtype: Any = None, grid: str = DEFAULT_GRID, combine: str = "image",
-                   progress: Optional[Progress] = None) -> MotionResult:
+                   motion: str = DEFAULT_MOTION, progress: Optional[Progress] = None) -> MotionResult:
     """Predict the phases after the first `n_observed` of a 4D CT.
 
     Args:
@@ -226,6 +233,8 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
             "native" (every native slice through the model).
         combine: with several samples and render="warp": "image" (`predicted` is the first sample) or "field"
             (`predicted` warps the native last phase by the voxel-wise median of the samples' fields).
+        motion: with render="warp": "free" (the registered fields as they are) or "observed" (each field projected
+            on the breathing mode of the observed phases, within their range: tasks/motion_space.py).
     Returns:
         MotionResult with `predicted` [n_future, Z, Y, X] HU on the input's geometry.
     """
@@ -235,6 +244,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     if combine == "field" and (render != "warp" or samples < 2):
         raise MedLVMError("--combine field takes the median of several samples' motion fields: it needs "
                           "--render warp and --samples 2 or more")
+    check_motion_choice(motion, render, n_observed)
     greedy = samples == 1 if greedy is None else bool(greedy)
     if greedy and samples > 1:  # before the model loads
         raise MedLVMError("several samples need sampling: greedy decoding gives the same prediction every time")
@@ -256,13 +266,15 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     runs = [_encode_axis(model, on_working, a, sentence, batch_size, progress) for a in axes]
     del on_working
     timings["tokenize"] = time.perf_counter() - t0
-    recon_last = None
+    recon_last = basis = None
     if render == "warp":
         recon_last = _fuse([common.decode_to_volume(model, r.last_codes, r.axis, working.shape, batch_size)
                             for r in runs], fuse)
         output_checks.require_finite(TASK, recon_last, "decoded phases")
+    if motion == "observed":
+        basis = observed_fields(model, runs, recon_last, working, fuse, batch_size, progress)
 
-    outputs, first_decoded, sample_fields = [], None, []
+    outputs, first_decoded, sample_fields, projections = [], None, [], []
     for s in range(samples):
         seed_s = None if seed is None else int(seed) + s
         per_axis = [_sample_axis(model, r, sentence, n_future, working.shape, {**sampling, "seed": seed_s},
@@ -273,6 +285,9 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         if render == "warp":
             first_decoded = decoded if first_decoded is None else first_decoded
             fields = register_predictions(recon_last, decoded, working, progress)
+            if basis is not None:
+                fields, projection = motion_space.project(fields, basis)
+                projections.append(projection)
             if combine == "field":
                 sample_fields.append(fields)
             decoded = warp_native(observed.array[-1], fields, native, working)
@@ -297,7 +312,30 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         def direct() -> Phases:
             return _predicted_phases(observed, resample.resample_volumes(first_decoded, native.shape))
     return MotionResult(_predicted_phases(observed, first), mean, std, samples, axis, render,
-                        getattr(model, "model_id", ""), timings, tokens, direct, warnings, tuple(working.shape))
+                        getattr(model, "model_id", ""), timings, tokens, direct, warnings, tuple(working.shape),
+                        motion, projections)
+
+
+def check_motion_choice(motion: str, render: str, n_observed: int) -> None:
+    """--motion observed projects the warp render's fields on the observed motion: it needs both."""
+    if motion not in MOTION_CHOICES:
+        raise MedLVMError(f"--motion must be one of {', '.join(MOTION_CHOICES)}, got '{motion}'")
+    if motion == "observed" and render != "warp":
+        raise MedLVMError("--motion observed keeps the predicted motion fields within the observed breathing: it "
+                          "needs --render warp")
+    if motion == "observed" and n_observed < 2:
+        raise MedLVMError("--motion observed needs at least 2 observed phases (a motion to keep to)")
+
+
+def observed_fields(model, runs: list, recon_last: np.ndarray, working, fuse: str, batch_size,
+                    progress: Optional[Progress] = None) -> np.ndarray:
+    """Fields [k-1, z, y, x, 3] from the reconstructed last observed phase to each earlier one, made the way the
+    predictions' fields are (decoded from the same codes, registered with the same settings)."""
+    n_earlier = len(runs[0].codes) - 1
+    recon = [_fuse([common.decode_to_volume(model, r.codes[j], r.axis, working.shape, batch_size) for r in runs],
+                   fuse) for j in range(n_earlier)]
+    output_checks.require_finite(TASK, np.stack(recon), "decoded phases")
+    return register_predictions(recon_last, np.stack(recon), working, progress)
 
 
 def working_grid(native, axes: list, image_size: int):

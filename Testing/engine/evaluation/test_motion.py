@@ -77,6 +77,22 @@ def test_combine_field_reaches_the_prediction_and_is_checked_first():
     assert motion_eval.parse_method("copy-last", config) == ("copy-last", {})
 
 
+def test_motion_choice_in_the_method_name_or_the_config():
+    config = motion_eval.MotionEvalConfig()
+    assert motion_eval.parse_method("medlvm", config)[1]["motion"] == "free"
+    options = motion_eval.parse_method("medlvm:coronal:warp:observed", config)[1]
+    assert options["motion"] == "observed" and options["greedy"] is None
+    options = motion_eval.parse_method("medlvm:coronal:warp:t0.7:observed", config)[1]
+    assert (options["motion"], options["temperature"]) == ("observed", 0.7)
+    observed = motion_eval.MotionEvalConfig(motion="observed")
+    assert motion_eval.parse_method("medlvm", observed)[1]["motion"] == "observed"
+    assert motion_eval.parse_method("medlvm:::free", observed)[1]["motion"] == "free"
+    with pytest.raises(MedLVMError, match="needs --render warp"):
+        motion_eval.parse_method("medlvm:coronal:direct:observed", config)
+    with pytest.raises(MedLVMError, match="more than"):
+        motion_eval.parse_method("medlvm:coronal:warp:observed:free", config)
+
+
 def test_parse_method_with_another_model():
     loaded = lvm.random_model("tiny")
     config = motion_eval.MotionEvalConfig(model="default-id", models=(("other", loaded),))

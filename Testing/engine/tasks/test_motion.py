@@ -181,3 +181,25 @@ def test_median_of_the_sampled_fields(model):
         motion.predict_motion(phases, 5, model=model, samples=1, combine="field")
     with pytest.raises(MedLVMError, match="combine"):
         motion.predict_motion(phases, 5, model=model, samples=2, combine="vote")
+
+
+def test_observed_motion_keeps_the_prediction_on_the_observed_breathing(model):
+    phases = breathing_box()
+    free = motion.predict_motion(phases, 5, n_future=3, model=model)
+    kept = motion.predict_motion(phases, 5, n_future=3, model=model, motion="observed")
+    assert kept.motion == "observed" and len(kept.projections) == 1
+    projection = kept.projections[0]
+    assert len(projection.observed) == 5 and projection.observed[-1] == 0.0 and projection.observed[0] >= 0
+    assert all(projection.low <= a <= projection.high for a in projection.predicted)
+    assert kept.predicted.shape == free.predicted.shape and not free.projections
+    last = phases.array[4]
+    assert kept.predicted.array.min() >= last.min() and kept.predicted.array.max() <= last.max()
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(motion="observed", render="direct"), "needs --render warp"),
+                                             (dict(motion="observed", n_observed=1), "at least 2 observed"),
+                                             (dict(motion="any"), "--motion must be one of")])
+def test_observed_motion_is_checked_before_loading_a_model(kwargs, message):
+    n_observed = kwargs.pop("n_observed", 5)
+    with pytest.raises(MedLVMError, match=message):
+        motion.predict_motion(breathing_box(), n_observed, model="/nonexistent/model", **kwargs)
