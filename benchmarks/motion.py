@@ -159,8 +159,8 @@ def print_table(args, model, report: dict, device: torch.device, build_s: float,
     print(f"\ngenerated {report['tokens']} tokens: {report['tokens'] / max(stages['generate'], 1e-9):.0f} tokens/s")
     bound = generate_bound_s(model.transformer, report["calls"], report["steps"], bandwidth)
     batches = ", ".join(str(b) for b, _ in report["calls"])
-    print(f"bandwidth bound of the generate stage: {bound:.2f} s (weights + KV cache read per decode step at "
-          f"{bandwidth:.1f} GB/s copy bandwidth; batches {batches}); measured {stages['generate']:.2f} s, prefill "
+    print(f"bandwidth bound of the generate stage: {bound:.3g} s (weights + KV cache read per decode step at "
+          f"{bandwidth:.1f} GB/s copy bandwidth; batches {batches}); measured {stages['generate']:.3g} s, prefill "
           f"included: **{100 * bound / max(stages['generate'], 1e-9):.0f} % of the bandwidth bound**")
     print(f"peak resident memory of the process: {peak_rss_gib():.2f} GiB")
     if device.type == "cuda":

@@ -178,6 +178,8 @@ def run(args: argparse.Namespace, progress=None) -> int:
     options = medlvm_options(args) if args.method == "medlvm" else {}
     result = motion.predict_with_method(args.method, phases, args.observed, n_future, progress=progress, **options)
     write_phases(result.predicted, paths["predicted"], overwrite=args.overwrite, progress=progress)
+    for projection in result.projections[:1]:
+        progress.log(projection.describe())
     if result.mean is not None:
         write_phases(result.mean, paths["mean"], overwrite=args.overwrite)
         write_phases(result.std, paths["std"], overwrite=args.overwrite, dtype="float32")

@@ -92,6 +92,16 @@ def test_median_field_and_native_grid_flags(files, tmp_path):
     assert predicted.array.shape == mean.array.shape == (2, 10, 12, 14)
 
 
+def test_observed_motion_flag_says_where_the_phases_lie(files, tmp_path, capsys):
+    out = tmp_path / "pred.seq.nrrd"
+    assert _predict(files, out, "--future", "2", "--motion", "observed") == 0
+    captured = capsys.readouterr()
+    assert "motion kept to the observed breathing" in captured.out + captured.err
+    assert read_phases(out).array.shape == (2, 10, 12, 14)
+    assert _predict(files, tmp_path / "d.seq.nrrd", "--render", "direct", "--motion", "observed") == 2
+    assert "needs --render warp" in capsys.readouterr().err and not (tmp_path / "d.seq.nrrd").exists()
+
+
 def test_samples_write_mean_and_std(files, tmp_path):
     out = tmp_path / "pred.seq.nrrd"
     assert _predict(files, out, "--samples", "2", "--future", "2") == 0

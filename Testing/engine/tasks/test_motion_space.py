@@ -56,3 +56,11 @@ def test_bad_fields_are_refused():
         motion_space.project(np.zeros((1,) + SHAPE), np.zeros((2, 5, 5, 5, 3)))
     with pytest.raises(MedLVMError, match="NaN"):
         motion_space.project(np.zeros((1,) + SHAPE), np.full((2,) + SHAPE, np.nan))
+
+
+def test_the_summary_says_where_the_phases_lie_and_what_was_clipped():
+    mode = mode_field()
+    basis = np.stack([a * mode for a in (8.0, 6.0, 3.0, 1.0)])
+    _, info = motion_space.project(np.stack([4.0 * mode, -5.0 * mode]), basis)
+    text = info.describe()
+    assert "50 %" in text and "1 phase(s) predicted beyond the observed range" in text
