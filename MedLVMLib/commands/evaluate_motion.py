@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the voxel-wise median of the samples' motion fields (field)")
     parser.add_argument("--motion", default=None, choices=("free", "observed"),
                         help="with warp: free or observed (predicted fields kept to the observed breathing mode and "
-                        "range); a method may name its own, e.g. medlvm:coronal:warp:observed")
+                        "range; the default with warp); a method may name its own, e.g. medlvm:coronal:warp:free")
     parser.add_argument("--seed", type=flags.SEED, default=0)
     add_decoding_arguments(parser)
     parser.add_argument("--batch-size", type=flags.POSITIVE_INT, default=None, help="slices per model call")

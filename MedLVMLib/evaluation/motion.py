@@ -143,8 +143,7 @@ def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
     rest = [p for p in rest if p not in motion_space.MOTION_CHOICES]
     if len(rest) > 1 or len(motions) > 1:
         raise MedLVMError(f"method '{method}' has more than medlvm:<axis>:<render>:<sampling>:<motion>")
-    motion_choice = motions[0] if motions else (config.motion or motion_space.DEFAULT_MOTION)
-    motion.check_motion_choice(motion_choice, render, config.n_observed)
+    motion_choice = motion.check_motion_choice(motions[0] if motions else config.motion, render, config.n_observed)
     sampling = parse_sampling(rest[0] if rest else "", config)
     model = dict(config.models).get(spec, spec) if spec else config.model
     if config.combine == "field" and (render != "warp" or config.samples < 2):

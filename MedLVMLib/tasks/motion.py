@@ -214,7 +214,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
                    greedy: Optional[bool] = None,
                    batch_size: Optional[int] = None, render: str = DEFAULT_RENDER, fuse: str = "mean",
                    dtype: Any = None, grid: str = DEFAULT_GRID, combine: str = "image",
-                   motion: str = DEFAULT_MOTION, progress: Optional[Progress] = None) -> MotionResult:
+                   motion: Optional[str] = None, progress: Optional[Progress] = None) -> MotionResult:
     """Predict the phases after the first `n_observed` of a 4D CT.
 
     Args:
@@ -234,7 +234,8 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         combine: with several samples and render="warp": "image" (`predicted` is the first sample) or "field"
             (`predicted` warps the native last phase by the voxel-wise median of the samples' fields).
         motion: with render="warp": "free" (the registered fields as they are) or "observed" (each field projected
-            on the breathing mode of the observed phases, within their range: tasks/motion_space.py).
+            on the breathing mode of the observed phases, within their range: tasks/motion_space.py); None:
+            "observed" with warp and 2 or more observed phases, else "free".
     Returns:
         MotionResult with `predicted` [n_future, Z, Y, X] HU on the input's geometry.
     """
@@ -244,7 +245,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     if combine == "field" and (render != "warp" or samples < 2):
         raise MedLVMError("--combine field takes the median of several samples' motion fields: it needs "
                           "--render warp and --samples 2 or more")
-    check_motion_choice(motion, render, n_observed)
+    motion = check_motion_choice(motion, render, n_observed)
     greedy = samples == 1 if greedy is None else bool(greedy)
     if greedy and samples > 1:  # before the model loads
         raise MedLVMError("several samples need sampling: greedy decoding gives the same prediction every time")
@@ -316,8 +317,11 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
                         motion, projections)
 
 
-def check_motion_choice(motion: str, render: str, n_observed: int) -> None:
-    """--motion observed projects the warp render's fields on the observed motion: it needs both."""
+def check_motion_choice(motion: Optional[str], render: str, n_observed: int) -> str:
+    """The motion choice to run: None is the default where it applies (motion_space.default_for); --motion
+    observed, asked for, projects the warp render's fields on the observed motion: it needs both."""
+    if motion is None:
+        return motion_space.default_for(render, n_observed)
     if motion not in MOTION_CHOICES:
         raise MedLVMError(f"--motion must be one of {', '.join(MOTION_CHOICES)}, got '{motion}'")
     if motion == "observed" and render != "warp":
@@ -325,6 +329,7 @@ def check_motion_choice(motion: str, render: str, n_observed: int) -> None:
                           "needs --render warp")
     if motion == "observed" and n_observed < 2:
         raise MedLVMError("--motion observed needs at least 2 observed phases (a motion to keep to)")
+    return motion
 
 
 def observed_fields(model, runs: list, recon_last: np.ndarray, working, fuse: str, batch_size,

@@ -29,7 +29,13 @@ from MedLVMLib.errors import MedLVMError
 from MedLVMLib.tasks.motion_guard import TOLERANCE_FRACTION
 
 MOTION_CHOICES = ("free", "observed")
-DEFAULT_MOTION = "free"
+DEFAULT_MOTION = "observed"  # where it applies (default_for); chosen by the evaluation (docs/motion/README.md)
+
+
+def default_for(render: str, n_observed: int) -> str:
+    """The motion a prediction gets when none is asked for: "observed" where there is an observed breathing and a
+    field to project (the warp render, 2 or more observed phases), else "free"."""
+    return DEFAULT_MOTION if render == "warp" and n_observed >= 2 else "free"
 
 
 @dataclass(frozen=True)

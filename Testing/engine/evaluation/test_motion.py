@@ -79,14 +79,15 @@ def test_combine_field_reaches_the_prediction_and_is_checked_first():
 
 def test_motion_choice_in_the_method_name_or_the_config():
     config = motion_eval.MotionEvalConfig()
-    assert motion_eval.parse_method("medlvm", config)[1]["motion"] == "free"
-    options = motion_eval.parse_method("medlvm:coronal:warp:observed", config)[1]
-    assert options["motion"] == "observed" and options["greedy"] is None
+    assert motion_eval.parse_method("medlvm", config)[1]["motion"] == "observed"  # the default with warp
+    assert motion_eval.parse_method("medlvm:coronal:direct", config)[1]["motion"] == "free"
+    options = motion_eval.parse_method("medlvm:coronal:warp:free", config)[1]
+    assert options["motion"] == "free" and options["greedy"] is None
     options = motion_eval.parse_method("medlvm:coronal:warp:t0.7:observed", config)[1]
     assert (options["motion"], options["temperature"]) == ("observed", 0.7)
-    observed = motion_eval.MotionEvalConfig(motion="observed")
-    assert motion_eval.parse_method("medlvm", observed)[1]["motion"] == "observed"
-    assert motion_eval.parse_method("medlvm:::free", observed)[1]["motion"] == "free"
+    free = motion_eval.MotionEvalConfig(motion="free")
+    assert motion_eval.parse_method("medlvm", free)[1]["motion"] == "free"
+    assert motion_eval.parse_method("medlvm:::observed", free)[1]["motion"] == "observed"
     with pytest.raises(MedLVMError, match="needs --render warp"):
         motion_eval.parse_method("medlvm:coronal:direct:observed", config)
     with pytest.raises(MedLVMError, match="more than"):

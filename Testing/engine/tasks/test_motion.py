@@ -185,15 +185,22 @@ def test_median_of_the_sampled_fields(model):
 
 def test_observed_motion_keeps_the_prediction_on_the_observed_breathing(model):
     phases = breathing_box()
-    free = motion.predict_motion(phases, 5, n_future=3, model=model)
-    kept = motion.predict_motion(phases, 5, n_future=3, model=model, motion="observed")
-    assert kept.motion == "observed" and len(kept.projections) == 1
+    free = motion.predict_motion(phases, 5, n_future=3, model=model, motion="free")
+    kept = motion.predict_motion(phases, 5, n_future=3, model=model)  # the default with warp
+    assert kept.motion == "observed" and len(kept.projections) == 1 and free.motion == "free"
     projection = kept.projections[0]
     assert len(projection.observed) == 5 and projection.observed[-1] == 0.0 and projection.observed[0] >= 0
     assert all(projection.low <= a <= projection.high for a in projection.predicted)
     assert kept.predicted.shape == free.predicted.shape and not free.projections
     last = phases.array[4]
     assert kept.predicted.array.min() >= last.min() and kept.predicted.array.max() <= last.max()
+
+
+@pytest.mark.parametrize("render, n_observed, expected", [("warp", 5, "observed"), ("warp", 1, "free"),
+                                                          ("direct", 5, "free")])
+def test_the_default_motion_is_observed_where_it_applies(render, n_observed, expected):
+    assert motion.check_motion_choice(None, render, n_observed) == expected
+    assert motion.check_motion_choice("free", render, n_observed) == "free"
 
 
 @pytest.mark.parametrize("kwargs, message", [(dict(motion="observed", render="direct"), "needs --render warp"),
