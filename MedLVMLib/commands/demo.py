@@ -103,7 +103,8 @@ def write_demo(folder: Path, case, result, baselines: dict, n_observed: int, pro
     summary = {"mae_hu": {m: round(means[(m, "mae_hu")][0], 1) for m in predictions},
                "ssim": {m: round(means[(m, "ssim")][0], 3) for m in predictions},
                "tumour_amplitude_mm": clinical.read_amplitude(paths["amplitude_csv"]),
-               "motion_check": check.to_dict()}
+               "motion_check": check.to_dict(), "motion": result.motion,
+               "projection": result.projections[0].describe() if result.projections else ""}
     summary["verdict"] = verdict(summary)
     write_demo_html(folder, rows, paths, figures, summary)
     return summary
@@ -134,6 +135,8 @@ def verdict(summary: dict) -> list[str]:
     mae = summary["mae_hu"]
     lines = [f"MedLVM's predicted phases are {'better' if mae['MedLVM'] < mae['copy-last'] else 'NOT better'} than "
              f"copying the last observed phase (MAE in the body {mae['MedLVM']} vs {mae['copy-last']} HU)."]
+    if summary.get("projection"):  # --motion observed, the default: where the model put the predicted phases
+        lines.append(f"MedLVM's {summary['projection']}.")
     return lines + [f"Warning: {w}" for w in summary["motion_check"]["warnings"]]
 
 

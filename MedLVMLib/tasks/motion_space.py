@@ -10,8 +10,8 @@ than copying. Here each predicted field is replaced by its projection on the obs
     mode        their first principal direction (uncentred: the last observed phase is the origin, field 0),
                 oriented so that phase 0 lies at a positive coefficient;
     coefficient each predicted field's projection on the mode, clipped to the observed range of coefficients
-                (the last observed phase's 0 and the earlier phases') widened by the guard's tolerance
-                (motion_guard.TOLERANCE_FRACTION of the observed amplitude).
+                (the last observed phase's 0 and the earlier phases'), widened at each end by RANGE_TOLERANCE
+                of the observed amplitude (none by default).
 
 The model still chooses, per predicted phase, where on the observed trajectory the anatomy lies; what the
 projection removes is motion in directions the observed phases never showed, and motion beyond their range
@@ -26,9 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from MedLVMLib.errors import MedLVMError
-from MedLVMLib.tasks.motion_guard import TOLERANCE_FRACTION
 
 MOTION_CHOICES = ("free", "observed")
+# The clip's widening at each end, as a fraction of the observed amplitude: none. Every phase of a 4D CT lies between
+# end-inhale and end-exhale, which phases 0-4 span; the guard's 15 % (motion_guard.TOLERANCE_FRACTION) let a model
+# that keeps exhaling move real anatomy 15 % of the amplitude past end-exhale (docs/motion/README.md, motion_space/).
+RANGE_TOLERANCE = 0.0
 DEFAULT_MOTION = "observed"  # where it applies (default_for); chosen by the evaluation (docs/motion/README.md)
 
 
@@ -82,9 +85,11 @@ def breathing_mode(basis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mode, coefficients
 
 
-def project(fields: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, Projection]:
+def project(fields: np.ndarray, basis: np.ndarray, tolerance_fraction: float = RANGE_TOLERANCE,
+            ) -> tuple[np.ndarray, Projection]:
     """Predicted fields [F, ...] projected on the observed breathing mode of `basis` [B, ...] (same trailing shape),
-    their coefficients clipped to the observed range; float32 like the input."""
+    their coefficients clipped to the observed range widened by `tolerance_fraction` of the observed amplitude at
+    each end; float32 like the input."""
     fields = np.asarray(fields)
     basis = np.asarray(basis)
     if basis.ndim < 2 or len(basis) < 1:
@@ -93,7 +98,7 @@ def project(fields: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, Projecti
         raise MedLVMError(f"predicted fields {fields.shape[1:]} and observed fields {basis.shape[1:]} differ in shape")
     mode, seen = breathing_mode(basis)
     seen = np.append(seen, 0.0)  # the last observed phase: the origin
-    tolerance = TOLERANCE_FRACTION * float(np.ptp(seen))
+    tolerance = float(tolerance_fraction) * float(np.ptp(seen))
     low, high = float(seen.min()) - tolerance, float(seen.max()) + tolerance
     raw = np.asarray(fields, np.float64).reshape(len(fields), -1) @ mode
     clipped = np.clip(raw, low, high)

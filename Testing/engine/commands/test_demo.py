@@ -38,6 +38,8 @@ def test_demo_writes_everything_and_reruns(small_demo, tmp_path, capsys):
     better = summary["mae_hu"]["MedLVM"] < summary["mae_hu"]["copy-last"]
     assert summary["verdict"][0].startswith(f"MedLVM's predicted phases are {'better' if better else 'NOT better'}")
     assert summary["verdict"][0] in printed and html.escape(summary["verdict"][0]) in (out / "report.html").read_text()
+    assert summary["motion"] == "observed" and summary["projection"].startswith("motion kept to the observed")
+    assert f"MedLVM's {summary['projection']}." in summary["verdict"] and summary["projection"] in printed
     warnings = summary["motion_check"]["warnings"]
     assert summary["motion_check"]["ok"] == (not warnings)
     assert all(f"Warning: {w}" in printed for w in warnings)

@@ -32,11 +32,14 @@ def test_motion_beyond_the_observed_range_stops_at_its_edge():
     mode = mode_field()
     basis = np.stack([a * mode for a in (10.0, 7.0, 4.0, 2.0)])
     # further exhale than the last observed phase (negative), and past phase 0 (beyond 10)
-    projected, info = motion_space.project(np.stack([-6.0 * mode, 14.0 * mode]), basis)
-    tolerance = motion_space.TOLERANCE_FRACTION * 10.0
-    np.testing.assert_allclose(info.predicted, (-tolerance, 10.0 + tolerance), atol=1e-9)
-    np.testing.assert_allclose(projected[0], -tolerance * mode, atol=1e-5)
-    assert info.clipped == 2
+    fields = np.stack([-6.0 * mode, 14.0 * mode])
+    projected, info = motion_space.project(fields, basis)  # the default: exactly the observed range
+    np.testing.assert_allclose(info.predicted, (0.0, 10.0), atol=1e-9)
+    np.testing.assert_allclose(projected, np.stack([0.0 * mode, 10.0 * mode]), atol=1e-5)
+    assert info.clipped == 2 and (info.low, info.high) == (0.0, 10.0)
+    projected, info = motion_space.project(fields, basis, tolerance_fraction=0.15)  # widened by 15 % of 10
+    np.testing.assert_allclose(info.predicted, (-1.5, 11.5), atol=1e-9)
+    np.testing.assert_allclose(projected[0], -1.5 * mode, atol=1e-5)
 
 
 def test_the_mode_is_oriented_towards_phase_0_and_no_motion_stays_no_motion():
