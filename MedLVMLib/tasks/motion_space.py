@@ -59,11 +59,16 @@ class Projection:
         """One line for a person: where each predicted phase lies between the last observed phase (0 %) and
         phase 0 (100 %), and how many were brought back into the observed range."""
         span = self.observed[0] if abs(self.observed[0]) > 1e-9 else None
-        where = ", ".join(f"{100 * a / span:.0f} %" if span else f"{a:.1f} mm" for a in self.predicted)
-        text = (f"motion kept to the observed breathing: the predicted phases lie at {where} of the way from the "
-                "last observed phase back to phase 0")
+
+        def where(values) -> str:
+            return ", ".join(f"{100 * a / span:.0f} %" if span else f"{a:.1f} mm" for a in values)
+
+        text = (f"motion kept to the observed breathing: the predicted phases lie at {where(self.predicted)} of the "
+                "way from the last observed phase back to phase 0")
         if self.clipped:
-            text += f"; {self.clipped} phase(s) predicted beyond the observed range were held at its edge"
+            beyond = [raw for raw, kept in zip(self.predicted_raw, self.predicted) if abs(raw - kept) > 1e-6]
+            text += (f"; {self.clipped} phase(s) predicted beyond the observed range (at {where(beyond)}) were held "
+                     "at its edge")
         return text
 
 

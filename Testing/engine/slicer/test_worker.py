@@ -351,3 +351,13 @@ def test_engine_warnings_become_log_events_for_the_panel(client):
     assert [(e.id, e.message) for e in warnings] == [(final.id, "Warning: label 9 (vertebra): on no example")]
     final, seen = run_to_end(client, ["_selftest", "--steps", "1"])
     assert not [e for e in seen if e.event == "log" and e.message.startswith("Warning:")]  # the handler left
+
+
+def test_where_the_predicted_phases_lie_reaches_the_panel_log(task_engine, tiny_ct, tmp_path):
+    """The bundled motion default keeps its motion to the observed breathing and says so in a log event of the job,
+    which the Slicer panel appends to its log."""
+    out = tmp_path / "predicted.seq.nrrd"
+    final, seen = run_to_end(task_engine, predict_motion(tiny_ct, out))
+    assert final.event == "done" and final.returncode == 0 and out.is_file()
+    kept = [e.message for e in seen if e.event == "log" and e.message.startswith("motion kept to the observed")]
+    assert len(kept) == 1 and "of the way from the last observed phase back to phase 0" in kept[0]

@@ -64,6 +64,6 @@ def test_bad_fields_are_refused():
 def test_the_summary_says_where_the_phases_lie_and_what_was_clipped():
     mode = mode_field()
     basis = np.stack([a * mode for a in (8.0, 6.0, 3.0, 1.0)])
-    _, info = motion_space.project(np.stack([4.0 * mode, -5.0 * mode]), basis)
+    _, info = motion_space.project(np.stack([4.0 * mode, -6.0 * mode]), basis)
     text = info.describe()
-    assert "50 %" in text and "1 phase(s) predicted beyond the observed range" in text
+    assert "lie at 50 %, 0 % of the way" in text and "1 phase(s) predicted beyond the observed range (at -75 %)" in text
