@@ -52,8 +52,13 @@ class Projection:
     high: float
 
     @property
+    def held(self) -> tuple:
+        """The raw coefficients of the predicted phases that lay beyond the observed range (held at its edge)."""
+        return tuple(raw for raw, kept in zip(self.predicted_raw, self.predicted) if abs(raw - kept) > 1e-6)
+
+    @property
     def clipped(self) -> int:
-        return sum(abs(a - b) > 1e-6 for a, b in zip(self.predicted_raw, self.predicted))
+        return len(self.held)
 
     def describe(self) -> str:
         """One line for a person: where each predicted phase lies between the last observed phase (0 %) and
@@ -65,10 +70,9 @@ class Projection:
 
         text = (f"motion kept to the observed breathing: the predicted phases lie at {where(self.predicted)} of the "
                 "way from the last observed phase back to phase 0")
-        if self.clipped:
-            beyond = [raw for raw, kept in zip(self.predicted_raw, self.predicted) if abs(raw - kept) > 1e-6]
-            text += (f"; {self.clipped} phase(s) predicted beyond the observed range (at {where(beyond)}) were held "
-                     "at its edge")
+        if self.held:
+            text += (f"; {len(self.held)} phase(s) predicted beyond the observed range (at {where(self.held)}) were "
+                     "held at its edge")
         return text
 
 
