@@ -19,12 +19,16 @@ from MedLVMLib.progress import Progress, ensure
 
 
 def sample(logits: torch.Tensor, codebook_size: int, temperature: float = 1.0, top_p: float = 1.0,
-           greedy: bool = False, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+           greedy: bool = False, generator: Optional[torch.Generator] = None,
+           allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Pick the next token for each row of logits (B, V); special tokens (>= codebook_size) are excluded.
 
+    allowed: (B, codebook_size) bool, the codes each row may take (None: all); every row needs one.
     Returns: (B,) int64.
     """
     logits = logits[:, :codebook_size].float()  # (B, K): dropping the specials is their suppression
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
     if greedy or temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
@@ -41,6 +45,33 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly more likely tokens
     sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
     return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+
+
+def prompt_vocabulary(prompt: torch.Tensor, tokens_per_image: int, codebook_size: int, radius: int) -> torch.Tensor:
+    """Per position of an image, the codes that the prompt's images hold there or within `radius` positions.
+
+    prompt: (B, T) ids of whole images (T a multiple of tokens_per_image, a square grid of codes per image).
+    Returns: (B, tokens_per_image, codebook_size) bool; every position allows at least one code.
+    """
+    tpi = int(tokens_per_image)
+    side = int(round(tpi ** 0.5))
+    if side * side != tpi:
+        raise InputError(f"a vocabulary per position needs a square grid of codes per image, got {tpi} tokens")
+    if prompt.ndim != 2 or prompt.shape[1] < tpi or prompt.shape[1] % tpi:
+        raise InputError(f"a vocabulary per position needs a prompt of whole images of {tpi} tokens, got shape "
+                         f"{tuple(prompt.shape)}")
+    if radius < 0:
+        raise InputError(f"the neighbourhood radius must be >= 0, got {radius}")
+    if int(prompt.max()) >= codebook_size or int(prompt.min()) < 0:
+        raise InputError(f"a vocabulary per position needs image codes in [0, {codebook_size})")
+    b = prompt.shape[0]
+    images = prompt.long().reshape(b, -1, tpi)
+    seen = torch.zeros((b, codebook_size, tpi), dtype=torch.float32, device=prompt.device)
+    seen.scatter_(1, images, 1.0)  # (B, K, tpi): code k appears at this position in some prompt image
+    if radius:
+        grid = seen.reshape(b, codebook_size, side, side)
+        seen = torch.nn.functional.max_pool2d(grid, 2 * radius + 1, stride=1, padding=radius).reshape(b, -1, tpi)
+    return seen.transpose(1, 2) > 0
 
 
 def prefill(model: Transformer, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -73,19 +104,23 @@ def _check_prompt(model: Transformer, prompt: torch.Tensor, n_images: int, tpi: 
 def generate_images(model: Transformer, prompt: torch.Tensor, n_images: int, tokens_per_image: int, *,
                     temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False, seed: Optional[int] = None,
                     max_context_images: Optional[int] = None, kv_dtype: Optional[torch.dtype] = None,
-                    progress: Optional[Progress] = None) -> torch.Tensor:
+                    allowed: Optional[torch.Tensor] = None, progress: Optional[Progress] = None) -> torch.Tensor:
     """Continue B visual sentences by n_images images each.
 
     Args:
         prompt: (B, T) token ids; T need not be a multiple of tokens_per_image.
         max_context_images: images kept when the sentence outgrows block_size (default block_size // tpi - 1).
         kv_dtype: KV cache dtype (default: the model's compute_dtype(): fp32 on CPU, the weights' dtype elsewhere).
+        allowed: (B, tokens_per_image, codebook_size) bool, the codes each position of every new image may take
+            (`prompt_vocabulary`); None: the whole codebook.
     Returns:
         (B, n_images, tokens_per_image) int64 on the model's device.
     """
     cfg, tpi = model.config, tokens_per_image
     max_context = max_context_images if max_context_images is not None else cfg.block_size // tpi - 1
     _check_prompt(model, prompt, n_images, tpi, max_context)
+    if allowed is not None and tuple(allowed.shape) != (prompt.shape[0], tpi, cfg.codebook_size):
+        raise InputError(f"allowed must be (B, {tpi}, {cfg.codebook_size}) for this prompt, got {tuple(allowed.shape)}")
     progress = ensure(progress)
     device = model.lm_head.weight.device
     b, t = prompt.shape
@@ -101,6 +136,7 @@ def generate_images(model: Transformer, prompt: torch.Tensor, n_images: int, tok
     logits = prefill(model, sentence[:, offset:t])
     sampling = dict(codebook_size=cfg.codebook_size, temperature=temperature, top_p=top_p, greedy=greedy,
                     generator=generator)
+    allowed = None if allowed is None else allowed.to(device)
     length = t
     for image in range(n_images):
         progress.stage(f"generating image {image + 1}/{n_images}", tpi)
@@ -109,17 +145,18 @@ def generate_images(model: Transformer, prompt: torch.Tensor, n_images: int, tok
             logits = prefill(model, sentence[:, offset:length])
         # Feed the image's last token only if the next image continues this cache without sliding.
         feed_last = image + 1 < n_images and length + 2 * tpi - offset <= cfg.block_size
-        logits = _generate_image(model, sentence, length, offset, logits, tpi, feed_last, sampling, progress)
+        logits = _generate_image(model, sentence, length, offset, logits, tpi, feed_last, sampling, allowed, progress)
         length += tpi
     return sentence[:, t:].reshape(b, n_images, tpi).clone()
 
 
 def _generate_image(model: Transformer, sentence: torch.Tensor, length: int, offset: int, logits: torch.Tensor,
-                    tpi: int, feed_last: bool, sampling: dict, progress: Progress) -> torch.Tensor:
+                    tpi: int, feed_last: bool, sampling: dict, allowed: Optional[torch.Tensor],
+                    progress: Progress) -> torch.Tensor:
     """Sample tpi tokens into sentence[:, length:length+tpi]; returns the logits after the last fed token."""
     step, reported = max(1, tpi // 16), 0
     for i in range(tpi):
-        sentence[:, length + i] = sample(logits, **sampling)
+        sentence[:, length + i] = sample(logits, **sampling, allowed=None if allowed is None else allowed[:, i])
         if i + 1 < tpi or feed_last:
             logits = decode_one_token(model, sentence[:, length + i:length + i + 1], length + i - offset)
         if (i + 1) % step == 0 or i + 1 == tpi:

@@ -18,7 +18,7 @@ from MedLVMLib.engine.checkpoints.formats import Checkpoint, load_checkpoint
 from MedLVMLib.engine.checkpoints.registry import load_registry, resolve_model_folder
 from MedLVMLib.engine.config import PreprocessConfig, TokenizerConfig, TransformerConfig
 from MedLVMLib.engine.devices import chunked, default_dtype, parse_dtype, resolve_device
-from MedLVMLib.engine.generate import generate_images
+from MedLVMLib.engine.generate import generate_images, prompt_vocabulary
 from MedLVMLib.engine.models.transformer import Transformer
 from MedLVMLib.engine.models.vqgan import VQGAN
 from MedLVMLib.errors import CheckpointError, InputError
@@ -175,26 +175,33 @@ def decode_codes(model: MedLVMModel, codes: Any, batch_size: Optional[int] = Non
 def generate(model: MedLVMModel, prompt_codes: Any, n_images: int, *, temperature: float = 1.0,
              top_p: float = 1.0, greedy: bool = False, seed: Optional[int] = None,
              max_context_images: Optional[int] = None, batch_size: Optional[int] = None,
-             progress: Optional[Progress] = None) -> np.ndarray:
+             prompt_radius: Optional[int] = None, progress: Optional[Progress] = None) -> np.ndarray:
     """Continue B visual sentences (B, T) by n_images images: int64 (B, n_images, tokens_per_image).
 
     Sampling follows LVM (temperature 1, top-p 1, no EOS stop, special tokens suppressed); greedy is an option.
     Batches of batch_size rows (None: as many as fit, `auto_generation_batch`) are retried at half size on GPU
     out-of-memory.
     seed: rows start..stop of a batch use seed + start, so a fixed batch_size gives reproducible samples.
+    prompt_radius: None, or every new token is one of the codes that the sentence's prompt images hold at its
+        position or within that many positions of it (`generate.prompt_vocabulary`; the prompt of whole images).
     """
     prompt = torch.as_tensor(np.asarray(prompt_codes) if not isinstance(prompt_codes, torch.Tensor) else prompt_codes)
     if prompt.ndim != 2:
         raise InputError(f"prompt_codes must be (B, T), got shape {tuple(prompt.shape)}")
     if prompt.dtype.is_floating_point:
         raise InputError(f"prompt_codes must be integers, got {prompt.dtype}")
+    if prompt_radius is not None and len(prompt):  # the prompt's checks, before any work
+        prompt_vocabulary(prompt[:1], model.tokens_per_image, model.transformer.config.codebook_size, prompt_radius)
 
     def run(part: slice) -> np.ndarray:
+        rows = prompt[part].long()
+        allowed = None if prompt_radius is None else prompt_vocabulary(
+            rows, model.tokens_per_image, model.transformer.config.codebook_size, prompt_radius)
         try:
-            out = generate_images(model.transformer, prompt[part].long(), n_images, model.tokens_per_image,
+            out = generate_images(model.transformer, rows, n_images, model.tokens_per_image,
                                   temperature=temperature, top_p=top_p, greedy=greedy,
                                   seed=None if seed is None else seed + part.start,
-                                  max_context_images=max_context_images, progress=progress)
+                                  max_context_images=max_context_images, allowed=allowed, progress=progress)
         except BaseException:
             model.transformer.clear_caches()  # free the KV cache before a retry with a smaller batch
             raise

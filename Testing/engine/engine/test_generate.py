@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from MedLVMLib.engine.config import TransformerConfig
-from MedLVMLib.engine.generate import _top_p_filter, generate_images, sample
+from MedLVMLib.engine.generate import _top_p_filter, generate_images, prompt_vocabulary, sample
 from MedLVMLib.engine.models.transformer import Transformer
 from MedLVMLib.errors import Cancelled, InputError
 from MedLVMLib.progress import CallbackProgress
@@ -107,6 +107,48 @@ def test_degenerate_sampling_is_greedy(model, kwargs):
     prompt = torch.randint(0, 64, (2, TPI))
     assert torch.equal(generate_images(model, prompt, 1, TPI, seed=0, **kwargs),
                        generate_images(model, prompt, 1, TPI, greedy=True))
+
+
+def test_prompt_vocabulary_per_position_and_neighbourhood():
+    first = torch.arange(TPI).reshape(8, 8) % 60  # code = position (mod 60) in the first image
+    second = torch.full((8, 8), 61)
+    second[0, 0] = 62
+    prompt = torch.stack([first, second]).reshape(1, -1)
+    same = prompt_vocabulary(prompt, TPI, 64, radius=0)
+    assert same.shape == (1, TPI, 64)
+    assert set(torch.nonzero(same[0, 0]).ravel().tolist()) == {0, 62}
+    assert set(torch.nonzero(same[0, 9]).ravel().tolist()) == {9, 61}
+    near = prompt_vocabulary(prompt, TPI, 64, radius=1)
+    assert set(torch.nonzero(near[0, 0]).ravel().tolist()) == {0, 1, 8, 9, 61, 62}  # a corner: 4 positions
+    assert set(torch.nonzero(near[0, 9]).ravel().tolist()) == {0, 1, 2, 8, 9, 10, 16, 17, 18, 61, 62}
+    for bad in (torch.zeros(1, TPI + 3, dtype=torch.long), torch.full((1, TPI), 70)):
+        with pytest.raises(InputError):
+            prompt_vocabulary(bad, TPI, 64, radius=1)
+    with pytest.raises(InputError, match="square"):
+        prompt_vocabulary(torch.zeros(1, 48, dtype=torch.long), 48, 64, radius=0)
+
+
+def test_generation_restricted_to_the_prompt_codes(model):
+    bias = torch.zeros(80)
+    bias[5] = 50.0  # unrestricted, code 5 would always win
+    handle = model.lm_head.register_forward_hook(lambda mod, inp, out: out + bias)
+    try:
+        prompt = torch.randint(10, 64, (2, 2 * TPI))
+        free = generate_images(model, prompt, 2, TPI, greedy=True)
+        allowed = prompt_vocabulary(prompt, TPI, 64, radius=0)
+        kept = generate_images(model, prompt, 2, TPI, greedy=True, allowed=allowed)
+        sampled = generate_images(model, prompt, 2, TPI, seed=0, allowed=allowed)
+    finally:
+        handle.remove()
+    assert bool((free == 5).all())
+    for out in (kept, sampled):
+        taken = torch.nn.functional.one_hot(out, 64).bool()  # (B, images, TPI, 64)
+        assert bool((taken <= allowed[:, None]).all())  # each token one of its position's prompt codes
+    everything = torch.ones(2, TPI, 64, dtype=torch.bool)
+    assert torch.equal(generate_images(model, prompt, 2, TPI, greedy=True, allowed=everything),
+                       generate_images(model, prompt, 2, TPI, greedy=True))
+    with pytest.raises(InputError, match="allowed must be"):
+        generate_images(model, prompt, 1, TPI, allowed=everything[:1])
 
 
 def test_top_p_keeps_smallest_set_reaching_mass():
