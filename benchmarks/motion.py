@@ -8,6 +8,7 @@ weights (speed does not depend on the values) and a synthetic 10-phase case whos
     python benchmarks/motion.py                                   # demo size, bundled model, CPU
     python benchmarks/motion.py --preset medlvm-tiny --threads 1  # same size, random weights, one thread
     python benchmarks/motion.py --preset tiny --slices 16 --size 32 --phases 6 --observed 3   # seconds
+    python benchmarks/motion.py --codes any    # the generate stage without the vocabulary restriction
     # clinical size: a real CT at its native grid with synthetic breathing, the model's working grid against
     # every native slice, each in its own process (seconds per stage and peak memory side by side):
     python benchmarks/motion.py --real ../shared/data/4dlung_p113_phase40.nii.gz --grid both --render warp
@@ -129,7 +130,7 @@ def run_once(args, model, path: Path, out: Path) -> dict:
     t_read = time.perf_counter() - t0
     result = motion.predict_motion(phases, args.observed, n_future=args.future, model=model, axis=args.axis,
                                    batch_size=args.batch_size, seed=0, greedy=args.greedy, render=args.render,
-                                   grid=args.grid)
+                                   grid=args.grid, codes=args.codes)
     _sync(device)
     t1 = time.perf_counter()
     write_phases(result.predicted, out, overwrite=True)
@@ -230,6 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--axis", default="coronal", choices=("coronal", "sagittal", "axial"))
     parser.add_argument("--batch-size", type=int, default=None, help="sentences per generate call")
     parser.add_argument("--greedy", action="store_true")
+    parser.add_argument("--codes", default="nearby", choices=("any", "nearby", "same"),
+                        help="the codes a predicted image may take (predict motion --codes; default nearby)")
     parser.add_argument("--render", default="direct", choices=("direct", "warp"),
                         help="direct (the model's own cost, default here) or warp (adds the registrations)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -103,7 +103,7 @@ def write_demo(folder: Path, case, result, baselines: dict, n_observed: int, pro
     summary = {"mae_hu": {m: round(means[(m, "mae_hu")][0], 1) for m in predictions},
                "ssim": {m: round(means[(m, "ssim")][0], 3) for m in predictions},
                "tumour_amplitude_mm": clinical.read_amplitude(paths["amplitude_csv"]),
-               "motion_check": check.to_dict(), "motion": result.motion,
+               "motion_check": check.to_dict(), "motion": result.motion, "codes": result.codes,
                "projection": result.projections[0].describe() if result.projections else ""}
     summary["verdict"] = verdict(summary)
     write_demo_html(folder, rows, paths, figures, summary)

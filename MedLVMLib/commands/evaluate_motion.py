@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion", default=None, choices=("free", "observed"),
                         help="with warp: free or observed (predicted fields kept to the observed breathing mode and "
                         "range; the default with warp); a method may name its own, e.g. medlvm:coronal:warp:free")
+    parser.add_argument("--codes", default=None, choices=("any", "nearby", "same"),
+                        help="the codes a predicted image may take per position: any, or those the observed phases "
+                        "hold within one code of it (nearby, the default) or exactly there (same); a method may name "
+                        "its own, e.g. medlvm:coronal:warp:any")
     parser.add_argument("--seed", type=flags.SEED, default=0)
     add_decoding_arguments(parser)
     parser.add_argument("--batch-size", type=flags.POSITIVE_INT, default=None, help="slices per model call")
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace, progress=None) -> int:
         raise MedLVMError("--methods is empty; name at least one, e.g. medlvm,copy-last")
     config = motion_eval.MotionEvalConfig(methods=methods, n_observed=args.observed, model=args.model,
                                        axis=args.axis, render=args.render, samples=args.samples, combine=args.combine,
-                                       motion=args.motion,
+                                       motion=args.motion, codes=args.codes,
                                        seed=args.seed, temperature=args.temperature, top_p=args.top_p,
                                        greedy=args.greedy, device=args.device, batch_size=args.batch_size,
                                        n_cases=args.cases,

@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motion", default=None, choices=("free", "observed"),
                         help="with warp: free (the registered motion as predicted) or observed (each predicted field "
                         "projected on the observed phases' breathing mode, within their range; the default with warp)")
+    parser.add_argument("--codes", default="nearby", choices=("any", "nearby", "same"),
+                        help="the codes a predicted image may take per position: any code of the codebook, or only "
+                        "those the observed phases hold within one code of it (nearby, the default) or exactly there "
+                        "(same): the future phases are the observed tissue, moved")
     parser.add_argument("--grid", default="model", choices=("model", "native"),
                         help="model: encode, generate, decode and register on the model's working grid (slices at "
                         "the model resolution; fast on clinical-size CT), native: every native slice")
@@ -201,7 +205,7 @@ def medlvm_options(args: argparse.Namespace) -> dict:
     return dict(model=args.model, axis=args.axis or motion.DEFAULT_AXIS, samples=args.samples, seed=args.seed,
                 device=args.device, dtype=args.dtype, temperature=args.temperature, top_p=args.top_p,
                 greedy=args.greedy, batch_size=args.batch_size, render=args.render or motion.DEFAULT_RENDER,
-                grid=args.grid, combine=args.combine, motion=args.motion)
+                grid=args.grid, combine=args.combine, motion=args.motion, codes=args.codes)
 
 
 def _predict_cases(args: argparse.Namespace) -> int:

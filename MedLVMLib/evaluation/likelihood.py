@@ -9,8 +9,12 @@ continuation's). Continuations: the true future, copy-last (the last observed ph
 likelihood than copy-last; `margin` (true minus copy-last, nats per token) is the number to track for
 every trained model.
 
-Free-running decoding (greedy and sampled) is scored by agreement: per generated frame, the share of codes
-equal to the true future's, to copy-last's and to mirror's. A copying model agrees with copy-last.
+Free-running decoding (greedy, sampled, and greedy with the codes restricted to those the observed phases hold
+within one code of each position, "greedy-nearby", the motion task's default) is scored by agreement: per
+generated frame, the share of codes equal to the true future's, to copy-last's and to mirror's. A copying model
+agrees with copy-last. Kind "vocab" says how much of each continuation the restricted vocabularies can reach:
+the share of its codes that the observed phases hold within one code of the position ("nearby") or exactly
+there ("same").
 
     rows = diagnose_case(model, case.phases, n_observed=5)          # long-form rows
     summary = summarize(rows)                                       # means per continuation / decoding
@@ -28,6 +32,8 @@ from MedLVMLib.errors import MedLVMError
 from MedLVMLib.imaging.volume import Phases
 
 CONTINUATIONS = ("true", "copy-last", "mirror")
+VOCABULARIES = {"nearby": 1, "same": 0}  # the motion task's code choices (tasks/motion.CODE_CHOICES) but "any"
+DECODINGS = ("greedy", "sampled", "greedy-nearby")
 
 
 def _reference_futures(phases: Phases, n_observed: int) -> dict[str, np.ndarray]:
@@ -89,16 +95,20 @@ def _prompt_for(model, n_observed: int, n_future: int) -> MotionSentence:
 
 
 def diagnose_case(model, phases: Phases, n_observed: int = 5, axis: str = "coronal", case: str = "case",
-                  decodings: Sequence[str] = ("greedy", "sampled"), seed: int = 0,
+                  decodings: Sequence[str] = DECODINGS, seed: int = 0,
                   batch_size: Optional[int] = None) -> list[dict]:
     """Rows {case, kind, name, frame, metric, value} for one 4D CT with known future phases.
 
-    kind "teacher" (name = continuation; metrics log_prob, argmax_acc) and kind "free" (name = decoding;
-    metrics agree_<continuation>).
+    kind "teacher" (name = continuation; metrics log_prob, argmax_acc), kind "free" (name = decoding;
+    metrics agree_<continuation>) and kind "vocab" (name = restricted vocabulary; metrics covers_<continuation>).
     """
     from MedLVMLib.engine import lvm
+    from MedLVMLib.engine.generate import prompt_vocabulary
     from MedLVMLib.tasks import common
 
+    unknown = [d for d in decodings if d not in DECODINGS]
+    if unknown:
+        raise MedLVMError(f"unknown decoding '{unknown[0]}'; choose from {', '.join(DECODINGS)}")
     n_future = phases.n_phases - n_observed
     if n_observed < 1 or n_future < 1:
         raise MedLVMError(f"need observed and future phases: {phases.n_phases} phases, {n_observed} observed")
@@ -117,9 +127,16 @@ def diagnose_case(model, phases: Phases, n_observed: int = 5, axis: str = "coron
         log_prob, accuracy = teacher_forced(model, prompt, codes, batch_size or 32)
         add("teacher", name, "log_prob", log_prob)
         add("teacher", name, "argmax_acc", accuracy)
+    for vocabulary, radius in VOCABULARIES.items():
+        allowed = prompt_vocabulary(torch.as_tensor(prompt), model.tokens_per_image,
+                                    model.tokenizer.config.codebook_size, radius).numpy()  # (N, tpi, K)
+        for name, codes in futures.items():
+            covered = np.take_along_axis(allowed[None], codes[..., None], axis=-1)[..., 0]  # (F, N, tpi)
+            add("vocab", vocabulary, f"covers_{name}", covered.mean(axis=(1, 2)))
     for decoding in decodings:
-        generated = lvm.generate(model, prompt, n_future, greedy=decoding == "greedy", seed=seed,
-                                 batch_size=batch_size)
+        generated = lvm.generate(model, prompt, n_future, greedy=decoding != "sampled", seed=seed,
+                                 batch_size=batch_size,
+                                 prompt_radius=VOCABULARIES["nearby"] if decoding.endswith("-nearby") else None)
         codes = sentence.split(generated)  # (F, N, tpi)
         for name, reference in futures.items():
             add("free", decoding, f"agree_{name}", agreement(codes, reference))

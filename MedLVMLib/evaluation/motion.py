@@ -59,6 +59,7 @@ class MotionEvalConfig:
     samples: int = 1
     combine: str = "image"  # with samples > 1 and warp: "image" (the first sample) or "field" (median of the fields)
     motion: Optional[str] = None  # "free" | "observed" (tasks/motion_space.py); None: predict_motion's default
+    codes: Optional[str] = None  # "any" | "nearby" | "same" (tasks/motion.CODE_CHOICES); None: predict_motion's
     seed: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
@@ -121,9 +122,10 @@ def model_spec(method: str) -> Optional[str]:
 
 
 def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
-    """'medlvm[@model]:coronal:warp[:sampling][:motion]' -> ('medlvm', options); a baseline -> (name, {}).
+    """'medlvm[@model]:coronal:warp[:sampling][:motion][:codes]' -> ('medlvm', options); a baseline -> (name, {}).
 
-    motion: "free" or "observed" (tasks/motion_space.py), in any place after the render; default the config's."""
+    motion: "free" or "observed" (tasks/motion_space.py), codes: "any", "nearby" or "same" (tasks/motion.py), each
+    in any place after the render; defaults the config's."""
     from MedLVMLib.tasks import motion, motion_space
 
     spec = model_spec(method)
@@ -140,9 +142,10 @@ def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
                           f"{motion.RENDER_CHOICES}")
     rest = parts[3:]
     motions = [p for p in rest if p in motion_space.MOTION_CHOICES]
-    rest = [p for p in rest if p not in motion_space.MOTION_CHOICES]
-    if len(rest) > 1 or len(motions) > 1:
-        raise MedLVMError(f"method '{method}' has more than medlvm:<axis>:<render>:<sampling>:<motion>")
+    codes = [p for p in rest if p in motion.CODE_CHOICES]
+    rest = [p for p in rest if p not in motion_space.MOTION_CHOICES and p not in motion.CODE_CHOICES]
+    if len(rest) > 1 or len(motions) > 1 or len(codes) > 1:
+        raise MedLVMError(f"method '{method}' has more than medlvm:<axis>:<render>:<sampling>:<motion>:<codes>")
     motion_choice = motion.check_motion_choice(motions[0] if motions else config.motion, render, config.n_observed)
     sampling = parse_sampling(rest[0] if rest else "", config)
     model = dict(config.models).get(spec, spec) if spec else config.model
@@ -150,7 +153,7 @@ def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
         raise MedLVMError(f"method '{method}': --combine field (the median of several samples' motion fields) needs "
                           "the warp render and --samples 2 or more")
     return "medlvm", dict(model=model, axis=axis, render=render, samples=config.samples, combine=config.combine,
-                          motion=motion_choice,
+                          motion=motion_choice, codes=(codes or [config.codes or motion.DEFAULT_CODES])[0],
                           seed=config.seed, device=config.device, batch_size=config.batch_size, **sampling)
 
 

@@ -44,6 +44,12 @@ RENDER_CHOICES = ("direct", "warp")
 FUSE_CHOICES = ("mean", "median")
 GRID_CHOICES = ("model", "native")
 COMBINE_CHOICES = ("image", "field")
+# The codes a predicted image may take, per position: "any" code of the codebook (LVM), or only codes that the
+# observed phases hold at that position or next to it ("nearby", a 3 x 3 neighbourhood of codes) or exactly there
+# ("same"). The future phases of one patient are the same tissue, moved: without the restriction the tiny models
+# drift on real anatomy, the lungs filling in with soft tissue codes phase after phase (docs/motion/README.md).
+CODE_CHOICES = {"any": None, "nearby": 1, "same": 0}
+DEFAULT_CODES = "nearby"  # chosen by the evaluation (docs/motion/README.md, codes/)
 DEFAULT_GRID = "model"
 DEFAULT_AXIS = "coronal"
 DEFAULT_RENDER = "warp"  # chosen by the evaluation (docs/motion/README.md)
@@ -81,6 +87,7 @@ class MotionResult:
     working_shape: tuple = ()
     motion: str = DEFAULT_MOTION
     projections: list = field(default_factory=list)  # with motion="observed": a motion_space.Projection per sample
+    codes: str = DEFAULT_CODES
     _decoded: Optional[Phases] = field(default=None, repr=False)
 
     @property
@@ -101,7 +108,7 @@ def resolve_n_future(n_phases: int, n_observed: int, n_future: Optional[int]) ->
 
 def check_motion_args(phases: Any, n_observed: int, n_future: Optional[int], axis: str = DEFAULT_AXIS,
                       render: str = DEFAULT_RENDER, samples: int = 1, fuse: str = "mean",
-                      grid: str = DEFAULT_GRID) -> int:
+                      grid: str = DEFAULT_GRID, codes: str = DEFAULT_CODES) -> int:
     """Validate the request before any heavy work; returns the resolved n_future."""
     if not isinstance(phases, Phases):
         shape = getattr(phases, "shape", None)
@@ -120,7 +127,8 @@ def check_motion_args(phases: Any, n_observed: int, n_future: Optional[int], axi
         raise MedLVMError(f"nothing to predict: --observed {n_observed} leaves {future} phases "
                           "(pass --future N or observe fewer phases)")
     for name, value, choices in (("axis", axis, AXIS_CHOICES), ("render", render, RENDER_CHOICES),
-                                 ("fuse", fuse, FUSE_CHOICES), ("grid", grid, GRID_CHOICES)):
+                                 ("fuse", fuse, FUSE_CHOICES), ("grid", grid, GRID_CHOICES),
+                                 ("codes", codes, tuple(CODE_CHOICES))):
         if value not in choices:
             raise MedLVMError(f"--{name} must be one of {', '.join(choices)}, got '{value}'")
     if samples < 1:
@@ -214,7 +222,8 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
                    greedy: Optional[bool] = None,
                    batch_size: Optional[int] = None, render: str = DEFAULT_RENDER, fuse: str = "mean",
                    dtype: Any = None, grid: str = DEFAULT_GRID, combine: str = "image",
-                   motion: Optional[str] = None, progress: Optional[Progress] = None) -> MotionResult:
+                   motion: Optional[str] = None, codes: str = DEFAULT_CODES,
+                   progress: Optional[Progress] = None) -> MotionResult:
     """Predict the phases after the first `n_observed` of a 4D CT.
 
     Args:
@@ -236,10 +245,12 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
         motion: with render="warp": "free" (the registered fields as they are) or "observed" (each field projected
             on the breathing mode of the observed phases, within their range: tasks/motion_space.py); None:
             "observed" with warp and 2 or more observed phases, else "free".
+        codes: the codes each predicted image may take per position (CODE_CHOICES): "any", or those the observed
+            phases hold there ("same") or within one code of it ("nearby").
     Returns:
         MotionResult with `predicted` [n_future, Z, Y, X] HU on the input's geometry.
     """
-    n_future = check_motion_args(phases, n_observed, n_future, axis, render, samples, fuse, grid)
+    n_future = check_motion_args(phases, n_observed, n_future, axis, render, samples, fuse, grid, codes)
     if combine not in COMBINE_CHOICES:
         raise MedLVMError(f"--combine must be one of {', '.join(COMBINE_CHOICES)}, got '{combine}'")
     if combine == "field" and (render != "warp" or samples < 2):
@@ -255,7 +266,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
     observed = phases.select(list(range(n_observed)))
     axes = ["coronal", "sagittal", "axial"] if axis == "multi" else [axis]
     sentence = MotionSentence(n_observed, model.tokens_per_image, getattr(model.transformer.config, "block_size", None))
-    sampling = {"temperature": temperature, "top_p": top_p, "greedy": greedy}
+    sampling = {"temperature": temperature, "top_p": top_p, "greedy": greedy, "prompt_radius": CODE_CHOICES[codes]}
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -314,7 +325,7 @@ def predict_motion(phases: Phases, n_observed: int = 5, n_future: Optional[int] 
             return _predicted_phases(observed, resample.resample_volumes(first_decoded, native.shape))
     return MotionResult(_predicted_phases(observed, first), mean, std, samples, axis, render,
                         getattr(model, "model_id", ""), timings, tokens, direct, warnings, tuple(working.shape),
-                        motion, projections)
+                        motion, projections, codes)
 
 
 def check_motion_choice(motion: Optional[str], render: str, n_observed: int) -> str:

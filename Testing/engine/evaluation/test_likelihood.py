@@ -56,6 +56,22 @@ def test_greedy_continuation_is_the_argmax_under_teacher_forcing(model):
         assert len(values) == 3 and all(v < 0 for v in values)
 
 
+def test_restricted_vocabularies_cover_copy_last_and_restrict_greedy(model):
+    rows = likelihood.diagnose_case(model, breathing_box(), n_observed=3, case="box",
+                                    decodings=("greedy", "greedy-nearby"))
+
+    def values(kind, name, metric):
+        return [r["value"] for r in rows if (r["kind"], r["name"], r["metric"]) == (kind, name, metric)]
+
+    for vocabulary in likelihood.VOCABULARIES:  # the last observed phase's codes are always allowed
+        assert values("vocab", vocabulary, "covers_copy-last") == [1.0, 1.0, 1.0]
+    same, nearby = values("vocab", "same", "covers_true"), values("vocab", "nearby", "covers_true")
+    assert len(same) == 3 and all(0.0 <= s <= n <= 1.0 for s, n in zip(same, nearby))
+    assert len(values("free", "greedy-nearby", "agree_true")) == 3
+    with pytest.raises(MedLVMError, match="unknown decoding"):
+        likelihood.diagnose_case(model, breathing_box(), n_observed=3, decodings=("beam",))
+
+
 def test_agreement_and_summary_margin():
     a = np.zeros((2, 3, 4), np.int64)
     b = a.copy()

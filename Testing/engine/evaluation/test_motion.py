@@ -94,6 +94,18 @@ def test_motion_choice_in_the_method_name_or_the_config():
         motion_eval.parse_method("medlvm:coronal:warp:observed:free", config)
 
 
+def test_codes_choice_in_the_method_name_or_the_config():
+    config = motion_eval.MotionEvalConfig()
+    assert motion_eval.parse_method("medlvm", config)[1]["codes"] == "nearby"  # the default
+    options = motion_eval.parse_method("medlvm:::free:any", config)[1]
+    assert (options["codes"], options["motion"]) == ("any", "free")
+    same = motion_eval.MotionEvalConfig(codes="same")
+    assert motion_eval.parse_method("medlvm", same)[1]["codes"] == "same"
+    assert motion_eval.parse_method("medlvm:::nearby", same)[1]["codes"] == "nearby"
+    with pytest.raises(MedLVMError, match="more than"):
+        motion_eval.parse_method("medlvm:::any:same", config)
+
+
 def test_parse_method_with_another_model():
     loaded = lvm.random_model("tiny")
     config = motion_eval.MotionEvalConfig(model="default-id", models=(("other", loaded),))

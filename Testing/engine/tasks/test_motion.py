@@ -205,8 +205,23 @@ def test_the_default_motion_is_observed_where_it_applies(render, n_observed, exp
 
 @pytest.mark.parametrize("kwargs, message", [(dict(motion="observed", render="direct"), "needs --render warp"),
                                              (dict(motion="observed", n_observed=1), "at least 2 observed"),
-                                             (dict(motion="any"), "--motion must be one of")])
+                                             (dict(motion="any"), "--motion must be one of"),
+                                             (dict(codes="all"), "--codes must be one of")])
 def test_observed_motion_is_checked_before_loading_a_model(kwargs, message):
     n_observed = kwargs.pop("n_observed", 5)
     with pytest.raises(MedLVMError, match=message):
         motion.predict_motion(breathing_box(), n_observed, model="/nonexistent/model", **kwargs)
+
+
+@pytest.mark.parametrize("codes, radius", [(None, 1), ("any", None), ("same", 0)])
+def test_the_codes_choice_reaches_generation(monkeypatch, model, codes, radius):
+    radii, generate = [], lvm.generate
+
+    def spy(*args, **kwargs):
+        radii.append(kwargs.get("prompt_radius", "missing"))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(lvm, "generate", spy)
+    result = motion.predict_motion(breathing_box(), 3, 1, model=model, **({} if codes is None else {"codes": codes}))
+    assert radii and set(radii) == {radius}
+    assert result.codes == (codes or motion.DEFAULT_CODES) == (codes or "nearby")
