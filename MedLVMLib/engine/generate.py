@@ -47,12 +47,8 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
 
 
-def prompt_vocabulary(prompt: torch.Tensor, tokens_per_image: int, codebook_size: int, radius: int) -> torch.Tensor:
-    """Per position of an image, the codes that the prompt's images hold there or within `radius` positions.
-
-    prompt: (B, T) ids of whole images (T a multiple of tokens_per_image, a square grid of codes per image).
-    Returns: (B, tokens_per_image, codebook_size) bool; every position allows at least one code.
-    """
+def check_vocabulary_prompt(prompt: torch.Tensor, tokens_per_image: int, codebook_size: int, radius: int) -> int:
+    """Refuse a prompt that `prompt_vocabulary` cannot take, over all its rows; returns the code grid's side."""
     tpi = int(tokens_per_image)
     side = int(round(tpi ** 0.5))
     if side * side != tpi:
@@ -62,9 +58,19 @@ def prompt_vocabulary(prompt: torch.Tensor, tokens_per_image: int, codebook_size
                          f"{tuple(prompt.shape)}")
     if radius < 0:
         raise InputError(f"the neighbourhood radius must be >= 0, got {radius}")
-    if int(prompt.max()) >= codebook_size or int(prompt.min()) < 0:
+    if prompt.numel() and (int(prompt.max()) >= codebook_size or int(prompt.min()) < 0):
         raise InputError(f"a vocabulary per position needs image codes in [0, {codebook_size})")
-    b = prompt.shape[0]
+    return side
+
+
+def prompt_vocabulary(prompt: torch.Tensor, tokens_per_image: int, codebook_size: int, radius: int) -> torch.Tensor:
+    """Per position of an image, the codes that the prompt's images hold there or within `radius` positions.
+
+    prompt: (B, T) ids of whole images (T a multiple of tokens_per_image, a square grid of codes per image).
+    Returns: (B, tokens_per_image, codebook_size) bool; every position allows at least one code.
+    """
+    side = check_vocabulary_prompt(prompt, tokens_per_image, codebook_size, radius)
+    tpi, b = side * side, prompt.shape[0]
     images = prompt.long().reshape(b, -1, tpi)
     seen = torch.zeros((b, codebook_size, tpi), dtype=torch.float32, device=prompt.device)
     seen.scatter_(1, images, 1.0)  # (B, K, tpi): code k appears at this position in some prompt image

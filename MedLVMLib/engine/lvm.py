@@ -18,7 +18,7 @@ from MedLVMLib.engine.checkpoints.formats import Checkpoint, load_checkpoint
 from MedLVMLib.engine.checkpoints.registry import load_registry, resolve_model_folder
 from MedLVMLib.engine.config import PreprocessConfig, TokenizerConfig, TransformerConfig
 from MedLVMLib.engine.devices import chunked, default_dtype, parse_dtype, resolve_device
-from MedLVMLib.engine.generate import generate_images, prompt_vocabulary
+from MedLVMLib.engine.generate import check_vocabulary_prompt, generate_images, prompt_vocabulary
 from MedLVMLib.engine.models.transformer import Transformer
 from MedLVMLib.engine.models.vqgan import VQGAN
 from MedLVMLib.errors import CheckpointError, InputError
@@ -190,13 +190,14 @@ def generate(model: MedLVMModel, prompt_codes: Any, n_images: int, *, temperatur
         raise InputError(f"prompt_codes must be (B, T), got shape {tuple(prompt.shape)}")
     if prompt.dtype.is_floating_point:
         raise InputError(f"prompt_codes must be integers, got {prompt.dtype}")
-    if prompt_radius is not None and len(prompt):  # the prompt's checks, before any work
-        prompt_vocabulary(prompt[:1], model.tokens_per_image, model.transformer.config.codebook_size, prompt_radius)
+    codebook_size = model.transformer.config.codebook_size
+    if prompt_radius is not None:  # every row, before any batch is generated
+        check_vocabulary_prompt(prompt, model.tokens_per_image, codebook_size, prompt_radius)
 
     def run(part: slice) -> np.ndarray:
         rows = prompt[part].long()
-        allowed = None if prompt_radius is None else prompt_vocabulary(
-            rows, model.tokens_per_image, model.transformer.config.codebook_size, prompt_radius)
+        allowed = None if prompt_radius is None else prompt_vocabulary(rows, model.tokens_per_image, codebook_size,
+                                                                       prompt_radius)
         try:
             out = generate_images(model.transformer, rows, n_images, model.tokens_per_image,
                                   temperature=temperature, top_p=top_p, greedy=greedy,

@@ -151,6 +151,19 @@ def test_generation_restricted_to_the_prompt_codes(model):
         generate_images(model, prompt, 1, TPI, allowed=everything[:1])
 
 
+def test_a_bad_code_in_any_row_is_refused_before_generating(monkeypatch):
+    from MedLVMLib.engine import lvm
+
+    model = lvm.random_model("tiny")
+    prompt = torch.randint(0, 64, (3, 2 * TPI))
+    prompt[2, 5] = model.transformer.config.codebook_size  # a special token, only in the last row
+    calls = []
+    monkeypatch.setattr(lvm, "generate_images", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(InputError, match="image codes in"):
+        lvm.generate(model, prompt, 1, greedy=True, batch_size=1, prompt_radius=1)
+    assert calls == []  # no batch was generated before the refusal
+
+
 def test_top_p_keeps_smallest_set_reaching_mass():
     probs = torch.tensor([[0.15, 0.5, 0.05, 0.3]])
     assert torch.allclose(_top_p_filter(probs, 0.7), torch.tensor([[0.0, 0.5, 0.0, 0.3]]))
