@@ -30,9 +30,10 @@ import torch
 from MedLVMLib.engine.sentences import MotionSentence, context_images
 from MedLVMLib.errors import MedLVMError
 from MedLVMLib.imaging.volume import Phases
+from MedLVMLib.tasks.motion import CODE_CHOICES
 
 CONTINUATIONS = ("true", "copy-last", "mirror")
-VOCABULARIES = {"nearby": 1, "same": 0}  # the motion task's code choices (tasks/motion.CODE_CHOICES) but "any"
+VOCABULARIES = {name: radius for name, radius in CODE_CHOICES.items() if radius is not None}  # all but "any"
 DECODINGS = ("greedy", "sampled", "greedy-nearby")
 
 

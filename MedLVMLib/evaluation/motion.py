@@ -153,7 +153,7 @@ def parse_method(method: str, config: MotionEvalConfig) -> tuple[str, dict]:
         raise MedLVMError(f"method '{method}': --combine field (the median of several samples' motion fields) needs "
                           "the warp render and --samples 2 or more")
     return "medlvm", dict(model=model, axis=axis, render=render, samples=config.samples, combine=config.combine,
-                          motion=motion_choice, codes=(codes or [config.codes or motion.DEFAULT_CODES])[0],
+                          motion=motion_choice, codes=codes[0] if codes else (config.codes or motion.DEFAULT_CODES),
                           seed=config.seed, device=config.device, batch_size=config.batch_size, **sampling)
 
 
