@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the bundled models medlvm-tiny-zs, medlvm-tiny-ct and medlvm-tiny-ct-breathing as they were made (CPU only).
+# Reproduces the bundled models medlvm-tiny-zs, medlvm-tiny-ct, medlvm-tiny-ct-breathing and
+# medlvm-tiny-ct-breathing-v2 as they were made (CPU only).
 # Each stage stops at trainer.max_steps or trainer.max_minutes, whichever comes first, so on a busy or slow
 # machine the step counts (and the weights) differ from the model cards; the cards give the steps reached.
 set -euo pipefail
@@ -54,3 +55,14 @@ cp runs/transformer_tiny_ct_breathing/model/config.json runs/transformer_tiny_ct
     Resources/models/medlvm-tiny-ct-breathing/
 echo "update sha256 and size_bytes of medlvm-tiny-ct-breathing in Resources/models.json:"
 sha256sum Resources/models/medlvm-tiny-ct-breathing/model.safetensors
+
+# 7. the motion default medlvm-tiny-ct-breathing-v2: medlvm-tiny-ct-breathing fine-tuned 60 more minutes on
+#    sentences that all start at phase 0, every second coronal slice position of the same phantoms
+#    (model card: Resources/models/medlvm-tiny-ct-breathing-v2/README.md).
+$PY tools/build_motion_tokens.py --stride 2 --rotations 1 --out runs/motion_tokens/tokens_phase0.npz
+$PY -m MedLVMLib train transformer --config Resources/configs/transformer_tiny_ct_breathing_v2.yaml
+mkdir -p Resources/models/medlvm-tiny-ct-breathing-v2
+cp runs/transformer_tiny_ct_breathing_v2/model/config.json runs/transformer_tiny_ct_breathing_v2/model/model.safetensors \
+    Resources/models/medlvm-tiny-ct-breathing-v2/
+echo "update sha256 and size_bytes of medlvm-tiny-ct-breathing-v2 in Resources/models.json:"
+sha256sum Resources/models/medlvm-tiny-ct-breathing-v2/model.safetensors

@@ -36,7 +36,7 @@ class ModelEntry:
 @dataclass(frozen=True)
 class Registry:
     """default: the model run when none is named; task_defaults: task -> a model that replaces it for that task
-    (models.json "task_defaults", e.g. {"motion": "some-motion-model"}; the shipped registry has none)."""
+    (models.json "task_defaults", e.g. {"motion": "medlvm-tiny-ct-breathing-v2"} in the shipped registry)."""
 
     default: str
     models: Dict[str, ModelEntry]

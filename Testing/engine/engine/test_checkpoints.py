@@ -177,6 +177,21 @@ def test_registry_entries():
             assert model_location(entry, registry).parent == registry.path.parent / "models"
 
 
+def test_shipped_bundled_weights_match_the_registry():
+    """Every bundled model's weights have the sha256 and size models.json gives (a retrained model whose entry was
+    not updated is refused at load time), and the motion default is a bundled motion model."""
+    registry = load_registry()
+    bundled = [e for e in registry.models.values() if e.bundled]
+    assert len(bundled) >= 4
+    for entry in bundled:
+        weights = model_location(entry, registry) / "model.safetensors"
+        assert weights.stat().st_size == entry.size_bytes, entry.id
+        assert sha256_file(weights) == entry.sha256, entry.id
+        assert json.loads((weights.parent / "config.json").read_text())["model_id"] == entry.id
+    motion = registry.models[registry.default_for("motion")]
+    assert motion.bundled and "motion" in motion.tasks
+
+
 def write_registry(folder, models, default="", task_defaults=None):
     folder.mkdir(parents=True, exist_ok=True)
     data = {"format_version": 1, "default": default, "models": models}
